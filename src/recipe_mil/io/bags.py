@@ -1,0 +1,203 @@
+"""Per-patient bag files (DESIGN §3).
+
+A bag file is HDF5 with a dataset ``features`` (float32, n_instances x d), a dataset
+``instance_ids`` (UTF-8 strings) and attributes ``patient``, ``label``, ``encoder`` and
+``recipe_mil_version``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from recipe_mil import __version__
+from recipe_mil.io.atomic import atomic_path
+
+
+class BagFileError(ValueError):
+    """A bag file is missing, unreadable or does not follow the bag contract."""
+
+
+@dataclass
+class Bag:
+    """One patient's bag of instance embeddings.
+
+    Attributes
+    ----------
+    features
+        Float32 array of shape (n_instances, d).
+    instance_ids
+        One identifier per instance (file name, cell barcode or event index).
+    patient
+        Patient identifier.
+    label
+        Class label of the patient.
+    encoder
+        Name of the encoder that produced the features.
+    attrs
+        Any further attributes stored in the file.
+    """
+
+    features: np.ndarray
+    instance_ids: np.ndarray
+    patient: str
+    label: str
+    encoder: str = "unknown"
+    attrs: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def n_instances(self) -> int:
+        """Number of instances in the bag."""
+        return int(self.features.shape[0])
+
+
+def write_bag(
+    path: str | os.PathLike[str],
+    features: np.ndarray,
+    instance_ids: Sequence[str] | np.ndarray,
+    *,
+    patient: str,
+    label: str,
+    encoder: str,
+    extra_attrs: dict[str, object] | None = None,
+) -> None:
+    """Write one bag file atomically.
+
+    Parameters
+    ----------
+    path
+        Destination ``.h5`` file.
+    features
+        Instance embeddings, shape (n_instances, d); stored as float32.
+    instance_ids
+        One string per instance.
+    patient, label, encoder
+        Stored as file attributes.
+    extra_attrs
+        Further attributes to store.
+
+    Raises
+    ------
+    BagFileError
+        If the bag is empty, has non-finite values or mismatched ids.
+    """
+    feats = np.asarray(features, dtype=np.float32)
+    ids = np.asarray([str(i) for i in instance_ids], dtype=object)
+    if feats.ndim != 2:
+        raise BagFileError(f"{path}: features must be 2-d (n_instances x d), got shape {feats.shape}")
+    if feats.shape[0] == 0:
+        raise BagFileError(f"{path}: patient {patient!r} has zero instances")
+    if ids.shape[0] != feats.shape[0]:
+        raise BagFileError(f"{path}: {feats.shape[0]} feature rows but {ids.shape[0]} instance ids")
+    if not np.isfinite(feats).all():
+        bad = int((~np.isfinite(feats)).any(axis=1).sum())
+        raise BagFileError(f"{path}: patient {patient!r} has {bad} instances with NaN or Inf features")
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("features", data=feats)
+        f.create_dataset("instance_ids", data=ids, dtype=h5py.string_dtype("utf-8"))
+        f.attrs["patient"] = str(patient)
+        f.attrs["label"] = str(label)
+        f.attrs["encoder"] = str(encoder)
+        f.attrs["recipe_mil_version"] = __version__
+        for key, value in (extra_attrs or {}).items():
+            f.attrs[key] = value
+
+
+def _attr_str(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
+    """Read one bag file and check it against the bag contract.
+
+    Parameters
+    ----------
+    path
+        A ``.h5`` bag file (written by :func:`write_bag` or CLAM/DinoBloom style).
+    features
+        If False, only the metadata and ids are read (``features`` is then an
+        empty (0, d) array).
+
+    Returns
+    -------
+    Bag
+        The bag. ``patient`` falls back to the file stem and ``label`` to ``""``
+        when the attributes are absent (precomputed input bags).
+
+    Raises
+    ------
+    BagFileError
+        If the file is missing, unreadable, lacks ``features`` or holds non-finite values.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise BagFileError(f"{p}: bag file does not exist")
+    try:
+        with h5py.File(p, "r") as f:
+            if "features" not in f:
+                raise BagFileError(f"{p}: no 'features' dataset (found: {sorted(f.keys())})")
+            ds = f["features"]
+            if ds.ndim != 2:
+                raise BagFileError(f"{p}: 'features' must be 2-d, got shape {ds.shape}")
+            feats = ds[()].astype(np.float32, copy=False) if features else np.empty((0, ds.shape[1]), np.float32)
+            n = ds.shape[0]
+            if "instance_ids" in f:
+                ids = np.asarray([_attr_str(x) for x in f["instance_ids"][()]], dtype=object)
+            else:
+                ids = np.asarray([str(i) for i in range(n)], dtype=object)
+            attrs = {k: f.attrs[k] for k in f.attrs}
+    except OSError as exc:
+        raise BagFileError(f"{p}: cannot read HDF5 file ({exc})") from exc
+    if features and not np.isfinite(feats).all():
+        bad = int((~np.isfinite(feats)).any(axis=1).sum())
+        raise BagFileError(f"{p}: {bad} instances have NaN or Inf features")
+    if len(ids) != n:
+        raise BagFileError(f"{p}: {n} feature rows but {len(ids)} instance ids")
+    return Bag(
+        features=feats,
+        instance_ids=ids,
+        patient=_attr_str(attrs.pop("patient", p.stem)),
+        label=_attr_str(attrs.pop("label", "")),
+        encoder=_attr_str(attrs.pop("encoder", "unknown")),
+        attrs=attrs,
+    )
+
+
+def read_bags(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, np.ndarray, list[Bag]]:
+    """Read several bags into one feature matrix plus offsets.
+
+    Parameters
+    ----------
+    paths
+        Bag files, in the order wanted.
+
+    Returns
+    -------
+    features
+        Float32 array stacking all bags' instances.
+    offsets
+        Int64 array of length ``len(paths) + 1``; bag ``i`` is ``features[offsets[i]:offsets[i+1]]``.
+    bags
+        The bags' metadata (their ``features`` are views into the stacked array).
+
+    Raises
+    ------
+    BagFileError
+        If bags disagree on the embedding width.
+    """
+    bags = [read_bag(p) for p in paths]
+    widths = {b.features.shape[1] for b in bags}
+    if len(widths) > 1:
+        detail = ", ".join(f"{Path(p).name}: {b.features.shape[1]}" for p, b in zip(paths, bags, strict=True))
+        raise BagFileError(f"bags have different embedding widths ({detail})")
+    sizes = np.array([b.n_instances for b in bags], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    features = np.concatenate([b.features for b in bags]) if bags else np.empty((0, 0), np.float32)
+    for b, start, stop in zip(bags, offsets[:-1], offsets[1:], strict=True):
+        b.features = features[start:stop]
+    return features, offsets, bags

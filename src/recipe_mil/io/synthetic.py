@@ -1,0 +1,69 @@
+"""Synthetic-patient files (``synthetic.h5``) and recipe files (``recipes.json``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from recipe_mil import __version__
+from recipe_mil.io.atomic import atomic_path, write_text_atomic
+from recipe_mil.recipes.generate import SyntheticSet
+from recipe_mil.recipes.recipes import ClassRecipe
+
+
+def write_synthetic(path: str | os.PathLike[str], syn: SyntheticSet, *, attrs: Mapping[str, object] | None = None) -> None:
+    """Write synthetic patients (index-based, CSR) atomically.
+
+    Parameters
+    ----------
+    path
+        Destination ``synthetic.h5``.
+    syn
+        The synthetic set; its ``scores`` go to the group ``scores``.
+    attrs
+        Extra file attributes (pool path, instance source, seed, ...).
+    """
+    str_dt = h5py.string_dtype("utf-8")
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("indptr", data=syn.indptr.astype(np.int64))
+        f.create_dataset("indices", data=syn.indices.astype(np.int64))
+        f.create_dataset("label", data=np.asarray(syn.label, dtype=object), dtype=str_dt)
+        f.create_dataset("source_class", data=np.asarray(syn.source_class, dtype=object), dtype=str_dt)
+        f.create_dataset("proportions", data=np.asarray(syn.proportions, dtype=np.float64))
+        grp = f.create_group("scores")
+        for name, values in syn.scores.items():
+            grp.create_dataset(name, data=np.asarray(values))
+        f.attrs["recipe_mil_version"] = __version__
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+
+
+def read_synthetic(path: str | os.PathLike[str]) -> SyntheticSet:
+    """Read a ``synthetic.h5`` file written by :func:`write_synthetic`."""
+    with h5py.File(path, "r") as f:
+        return SyntheticSet(
+            indptr=f["indptr"][()],
+            indices=f["indices"][()],
+            label=np.asarray(f["label"].asstr()[()], dtype=object),
+            source_class=np.asarray(f["source_class"].asstr()[()], dtype=object),
+            proportions=f["proportions"][()],
+            scores={k: v[()] for k, v in f["scores"].items()},
+        )
+
+
+def write_recipes(path: str | os.PathLike[str], recipes: Mapping[str, ClassRecipe], **meta: object) -> None:
+    """Write ``recipes.json``: per class its recipe, plus metadata (K, BIC table, ...)."""
+    doc = {**meta, "recipe_mil_version": __version__, "classes": {c: r.to_dict() for c, r in recipes.items()}}
+    write_text_atomic(path, json.dumps(doc, indent=2))
+
+
+def read_recipes(path: str | os.PathLike[str]) -> tuple[dict[str, ClassRecipe], dict[str, object]]:
+    """Read ``recipes.json``; returns the class recipes and the remaining metadata."""
+    doc = json.loads(Path(path).read_text())
+    classes = doc.pop("classes")
+    return {c: ClassRecipe.from_dict(d) for c, d in classes.items()}, doc

@@ -1,0 +1,327 @@
+"""Training plan and inference for :class:`~recipe_mil.mil.model.GatedAttentionMIL`.
+
+Training draws class-balanced epochs of bags, optionally subsamples large bags, and
+early-stops on the balanced accuracy (then the loss) of real validation bags. Inference
+keeps every instance and returns class probabilities and per-bag attention.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score
+
+from recipe_mil.mil.data import BagCollection, balanced_epoch, collate
+from recipe_mil.mil.model import GatedAttentionMIL
+
+# Tolerance under which two balanced accuracies count as equal (they are ratios of counts).
+_BACC_TIE = 1e-9
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one MIL training run.
+
+    Attributes
+    ----------
+    hidden
+        Width of the instance encoder.
+    attention_dim
+        Width of the gated attention network.
+    dropout
+        Dropout probability (encoder and classifier).
+    lr
+        AdamW learning rate.
+    weight_decay
+        AdamW weight decay.
+    epochs
+        Maximum number of epochs.
+    patience
+        Stop after this many epochs in which neither the kept validation score (balanced
+        accuracy, then loss) nor the lowest validation loss improved.
+    min_epochs
+        Never stop early before this many epochs (an untrained model can score a lucky
+        validation accuracy on a handful of patients).
+    batch_size
+        Bags per batch.
+    max_instances
+        Random subsample of at most this many instances per bag during training; None
+        keeps every instance. Validation and prediction always use every instance.
+    seed
+        Seed of the weight initialisation, dropout, sampling and subsampling.
+    device
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    threads
+        If given, passed to :func:`torch.set_num_threads`.
+    """
+
+    hidden: int = 128
+    attention_dim: int = 64
+    dropout: float = 0.25
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    epochs: int = 40
+    patience: int = 10
+    min_epochs: int = 10
+    batch_size: int = 8
+    max_instances: int | None = 512
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit_mil`.
+
+    Attributes
+    ----------
+    model
+        The trained model (best validation state, or the last state without validation),
+        in eval mode, on the training device.
+    history
+        One dict per epoch with keys ``epoch`` (1-based), ``train_loss``, ``val_loss`` and
+        ``val_balanced_accuracy`` (the last two None without validation bags).
+    best_epoch
+        The 1-based epoch whose state ``model`` holds.
+    """
+
+    model: GatedAttentionMIL
+    history: list[dict[str, float | int | None]] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn a device name into a :class:`torch.device`.
+
+    Parameters
+    ----------
+    name
+        ``"auto"`` for CUDA when available and CPU otherwise, or any torch device string.
+
+    Returns
+    -------
+    torch.device
+        The device.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def _infer(
+    model: GatedAttentionMIL, bags: BagCollection, *, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """Return logits (on CPU, bag order) and per-bag attention with every instance, without grad."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = len(bags)
+    logits = torch.zeros((n, model.n_classes), dtype=torch.float32)
+    attention: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * n
+    order = np.argsort(bags.bag_sizes, kind="stable")  # similar sizes together: less padding
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            ids = order[start : start + batch_size]
+            x, mask, _, _ = collate(bags, ids)
+            out, att = model(x.to(device), mask.to(device))
+            logits[torch.from_numpy(ids)] = out.float().cpu()
+            att_np = att.float().cpu().numpy()
+            for j, i in enumerate(ids):
+                attention[i] = att_np[j, : bags.bag_indices[i].shape[0]].copy()
+    return logits, attention
+
+
+def _validate(
+    model: GatedAttentionMIL, bags: BagCollection, *, batch_size: int, device: torch.device
+) -> tuple[float, float]:
+    """Return the validation cross-entropy (hard labels) and balanced accuracy, in eval mode."""
+    model.eval()
+    logits, _ = _infer(model, bags, batch_size=batch_size, device=device)
+    labels = torch.from_numpy(bags.labels)
+    loss = float(F.cross_entropy(logits, labels).item())
+    pred = logits.argmax(dim=1).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # predicted classes absent from the labels
+        bacc = float(balanced_accuracy_score(bags.labels, pred))
+    return loss, bacc
+
+
+def fit_mil(
+    train: BagCollection,
+    val: BagCollection | None,
+    n_classes: int,
+    config: TrainConfig,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> FitResult:
+    """Train a gated attention MIL model.
+
+    Each epoch draws ``len(train)`` bags with class-balanced sampling (with replacement)
+    and runs ``ceil(len(train) / batch_size)`` AdamW steps on the cross-entropy, against
+    ``train.soft_targets`` when present and the hard labels otherwise. After each epoch the
+    validation bags are scored with every instance in eval mode; the best state (higher
+    balanced accuracy, then lower loss) is kept, training stops after ``patience`` epochs
+    without improvement, and the best state is restored. Without validation bags every
+    epoch runs and the last state is kept.
+
+    On CPU the result is a deterministic function of the inputs and ``config.seed``; the
+    global torch random state of the caller is left untouched.
+
+    Parameters
+    ----------
+    train
+        Training bags.
+    val
+        Validation bags (real patients), or None.
+    n_classes
+        Number of classes.
+    config
+        Hyperparameters.
+    log
+        Called with one progress line per epoch.
+
+    Returns
+    -------
+    FitResult
+        The trained model, the per-epoch history and the epoch of the kept state.
+    """
+    if len(train) == 0:
+        raise ValueError("no training bags")
+    if config.batch_size < 1 or config.epochs < 1 or config.patience < 1:
+        raise ValueError("batch_size, epochs and patience must be positive")
+    for name, bags in (("train", train), ("val", val)):
+        if bags is not None and len(bags) and int(bags.labels.max()) >= n_classes:
+            raise ValueError(f"{name} has label {int(bags.labels.max())} but n_classes={n_classes}")
+        if bags is not None and bags.dim != train.dim:
+            raise ValueError(f"{name} has feature dimension {bags.dim}, train has {train.dim}")
+    if train.soft_targets is not None and train.soft_targets.shape[1] != n_classes:
+        raise ValueError(f"soft targets have {train.soft_targets.shape[1]} classes, expected {n_classes}")
+    if val is not None and len(val) == 0:
+        val = None
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    say = log if log is not None else (lambda _line: None)
+
+    fork_devices: list[int] = []  # CUDA generators to save and restore besides the CPU one
+    if device.type == "cuda":
+        fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        model = GatedAttentionMIL(
+            train.dim,
+            n_classes,
+            hidden=config.hidden,
+            attention_dim=config.attention_dim,
+            dropout=config.dropout,
+        ).to(device)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        n_batches = math.ceil(len(train) / config.batch_size)
+
+        history: list[dict[str, float | int | None]] = []
+        best_state: dict[str, torch.Tensor] | None = None
+        best_key = (-math.inf, math.inf)  # (balanced accuracy, loss)
+        best_epoch = 0
+        lowest_loss = math.inf
+        stale = 0
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            ids = balanced_epoch(train.labels, len(train), rng)
+            total, seen = 0.0, 0
+            for b in range(n_batches):
+                batch = ids[b * config.batch_size : (b + 1) * config.batch_size]
+                x, mask, y, soft = collate(train, batch, max_instances=config.max_instances, rng=rng)
+                logits, _ = model(x.to(device), mask.to(device))
+                target = soft.to(device) if soft is not None else y.to(device)
+                loss = F.cross_entropy(logits, target)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                total += float(loss.item()) * batch.shape[0]
+                seen += batch.shape[0]
+            train_loss = total / seen
+
+            if val is None:
+                history.append(
+                    {"epoch": epoch, "train_loss": train_loss, "val_loss": None, "val_balanced_accuracy": None}
+                )
+                best_epoch = epoch
+                say(f"epoch {epoch}/{config.epochs} train_loss={train_loss:.4f}")
+                continue
+
+            val_loss, val_bacc = _validate(model, val, batch_size=max(config.batch_size, 16), device=device)
+            history.append(
+                {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_balanced_accuracy": val_bacc}
+            )
+            improved = val_bacc > best_key[0] + _BACC_TIE or (
+                abs(val_bacc - best_key[0]) <= _BACC_TIE and val_loss < best_key[1]
+            )
+            if improved or val_loss < lowest_loss:
+                stale = -1
+            lowest_loss = min(lowest_loss, val_loss)
+            if improved:
+                best_key = (val_bacc, val_loss)
+                best_epoch = epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            stale += 1
+            say(
+                f"epoch {epoch}/{config.epochs} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
+                f"val_balanced_accuracy={val_bacc:.4f}{' (best)' if improved else ''}"
+            )
+            if stale >= config.patience and epoch >= config.min_epochs:
+                say(f"early stop after epoch {epoch}: no improvement for {config.patience} epochs")
+                break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        say(f"restored epoch {best_epoch} (val_balanced_accuracy={best_key[0]:.4f}, val_loss={best_key[1]:.4f})")
+    model.eval()
+    return FitResult(model=model, history=history, best_epoch=best_epoch)
+
+
+def predict(
+    model: GatedAttentionMIL,
+    bags: BagCollection,
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Class probabilities and attention of every bag, with every instance.
+
+    The model is moved to ``device`` and left in eval mode; nothing is subsampled and no
+    gradient is recorded. A bag's result does not depend on the other bags of its batch.
+
+    Parameters
+    ----------
+    model
+        A trained model.
+    bags
+        The bags to score.
+    batch_size
+        Bags per forward pass.
+    device
+        Device name (``"auto"`` allowed) or :class:`torch.device`.
+
+    Returns
+    -------
+    probs
+        Float32 array of shape (n_bags, n_classes).
+    attention
+        Per bag, a float32 array of its instances' attention in the bag's instance order.
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    model.to(dev)
+    model.eval()
+    logits, attention = _infer(model, bags, batch_size=batch_size, device=dev)
+    probs = torch.softmax(logits, dim=1).numpy()
+    return probs, attention

@@ -1,0 +1,220 @@
+"""Per-patient cluster proportions and per-class recipes (Dirichlet + bag-size model)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.special import digamma, gammaln, polygamma
+
+PROPORTION_FLOOR = 1e-6
+
+
+def patient_proportions(
+    assignments: np.ndarray,
+    patient_codes: np.ndarray,
+    n_patients: int,
+    n_clusters: int,
+) -> np.ndarray:
+    """Each patient's proportion vector over the clusters.
+
+    Parameters
+    ----------
+    assignments
+        Either hard cluster labels (int, shape (n,)) or responsibilities (float, shape (n, K)).
+    patient_codes
+        Integer patient index of each instance, in ``[0, n_patients)``.
+    n_patients, n_clusters
+        Output shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n_patients, n_clusters); rows sum to 1 (hard counts or mean responsibilities).
+    """
+    if assignments.ndim == 1:
+        weights = np.zeros((len(assignments), n_clusters))
+        weights[np.arange(len(assignments)), assignments] = 1.0
+    else:
+        weights = assignments
+    sums = np.zeros((n_patients, n_clusters))
+    np.add.at(sums, patient_codes, weights)
+    totals = sums.sum(axis=1, keepdims=True)
+    if (totals == 0).any():
+        raise ValueError("a patient has no instances in the pool")
+    return sums / totals
+
+
+def _inv_digamma(y: np.ndarray, n_iter: int = 8) -> np.ndarray:
+    """Inverse of the digamma function by Newton's method (Minka 2000)."""
+    x = np.where(y >= -2.22, np.exp(y) + 0.5, -1.0 / (y - digamma(1.0)))
+    for _ in range(n_iter):
+        x = x - (digamma(x) - y) / polygamma(1, x)
+    return x
+
+
+def dirichlet_moments(p: np.ndarray) -> np.ndarray:
+    """Dirichlet concentration by moment matching (fallback and starting point).
+
+    Parameters
+    ----------
+    p
+        Proportions, shape (n, K), rows on the simplex.
+
+    Returns
+    -------
+    numpy.ndarray
+        Concentration vector alpha, shape (K,).
+    """
+    mean = p.mean(axis=0)
+    var = p.var(axis=0)
+    ok = (var > 0) & (mean > 0) & (mean < 1)
+    if not ok.any():
+        return np.maximum(mean, PROPORTION_FLOOR) * 100.0
+    s = np.median(mean[ok] * (1 - mean[ok]) / var[ok] - 1)
+    s = float(np.clip(s, 1e-2, 1e4))
+    return np.maximum(mean * s, PROPORTION_FLOOR)
+
+
+def dirichlet_loglik(p: np.ndarray, alpha: np.ndarray) -> float:
+    """Mean log-likelihood of proportion rows ``p`` under Dirichlet(``alpha``)."""
+    logp = np.log(np.clip(p, PROPORTION_FLOOR, None))
+    return float(gammaln(alpha.sum()) - gammaln(alpha).sum() + ((alpha - 1) * logp).sum(axis=1).mean())
+
+
+def fit_dirichlet(p: np.ndarray, *, max_iter: int = 1000, tol: float = 1e-8) -> tuple[np.ndarray, str]:
+    """Maximum-likelihood Dirichlet (Minka's fixed point), moment matching as fallback.
+
+    Parameters
+    ----------
+    p
+        Proportions, shape (n, K). Zeros are floored at 1e-6 and rows renormalised.
+    max_iter, tol
+        Fixed-point iteration limits.
+
+    Returns
+    -------
+    alpha
+        Concentration vector, shape (K,).
+    method
+        ``"mle"``, or ``"moments"`` when there is a single patient or the iteration failed.
+    """
+    p = np.clip(np.asarray(p, dtype=float), PROPORTION_FLOOR, None)
+    p = p / p.sum(axis=1, keepdims=True)
+    alpha0 = dirichlet_moments(p)
+    if len(p) < 2:
+        return alpha0, "moments"
+    mean_log = np.log(p).mean(axis=0)
+    alpha = alpha0.copy()
+    for _ in range(max_iter):
+        new = _inv_digamma(digamma(alpha.sum()) + mean_log)
+        if not np.all(np.isfinite(new)) or np.any(new <= 0):
+            return alpha0, "moments"
+        if np.max(np.abs(new - alpha)) < tol * max(1.0, float(alpha.max())):
+            alpha = new
+            break
+        alpha = new
+    if alpha.sum() > 1e6 or dirichlet_loglik(p, alpha) < dirichlet_loglik(p, alpha0):
+        return alpha0, "moments"
+    return alpha, "mle"
+
+
+@dataclass
+class BagSizeModel:
+    """Log-normal bag-size model, clipped to the observed range.
+
+    Attributes
+    ----------
+    log_mean, log_sd
+        Mean and standard deviation of log bag size.
+    min_size, max_size
+        Clipping range (the observed extremes).
+    """
+
+    log_mean: float
+    log_sd: float
+    min_size: int
+    max_size: int
+
+    @classmethod
+    def fit(cls, sizes: Sequence[int]) -> BagSizeModel:
+        """Fit to observed bag sizes."""
+        logs = np.log(np.asarray(sizes, dtype=float))
+        return cls(float(logs.mean()), float(logs.std()), int(np.min(sizes)), int(np.max(sizes)))
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw ``n`` bag sizes."""
+        draws = np.exp(rng.normal(self.log_mean, self.log_sd, size=n))
+        return np.clip(np.rint(draws), self.min_size, self.max_size).astype(np.int64)
+
+
+@dataclass
+class ClassRecipe:
+    """The recipe of one class.
+
+    Attributes
+    ----------
+    alpha
+        Dirichlet concentration over the K clusters.
+    mean_proportions
+        ``alpha / alpha.sum()``.
+    dirichlet_fit
+        ``mle`` or ``moments``.
+    bag_size
+        The class's bag-size model.
+    cohort
+        The cohort the recipe was learned from.
+    patients
+        The patients it was learned from.
+    patient_proportions
+        Their proportion vectors (rows), for plots and checks.
+    """
+
+    alpha: list[float]
+    mean_proportions: list[float]
+    dirichlet_fit: str
+    bag_size: BagSizeModel
+    cohort: str
+    patients: list[str]
+    patient_proportions: list[list[float]]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClassRecipe:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**d, "bag_size": BagSizeModel(**d["bag_size"])})
+
+
+def learn_recipe(proportions: np.ndarray, sizes: Sequence[int], patients: Sequence[str], cohort: str) -> ClassRecipe:
+    """Learn one class's recipe from its patients' proportions and bag sizes.
+
+    Parameters
+    ----------
+    proportions
+        Shape (n_patients, K).
+    sizes
+        Bag size of each patient.
+    patients
+        Patient ids (kept for provenance).
+    cohort
+        Cohort of those patients.
+
+    Returns
+    -------
+    ClassRecipe
+        The fitted recipe.
+    """
+    alpha, method = fit_dirichlet(proportions)
+    return ClassRecipe(
+        alpha=alpha.tolist(),
+        mean_proportions=(alpha / alpha.sum()).tolist(),
+        dirichlet_fit=method,
+        bag_size=BagSizeModel.fit(sizes),
+        cohort=cohort,
+        patients=list(patients),
+        patient_proportions=np.asarray(proportions).tolist(),
+    )

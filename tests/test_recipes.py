@@ -1,0 +1,150 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from recipe_mil.io.bags import write_bag
+from recipe_mil.io.synthetic import read_recipes, read_synthetic, write_recipes, write_synthetic
+from recipe_mil.recipes import (
+    BagSizeModel,
+    RecipeConfig,
+    build_pool,
+    fit_dirichlet,
+    fit_fold_recipes,
+    generate_synthetic,
+    patient_proportions,
+)
+from recipe_mil.splits import make_splits, scenario_patients
+
+TRUE_PROPS = {
+    "healthy": [0.45, 0.30, 0.15, 0.05, 0.05],
+    "disease": [0.15, 0.15, 0.15, 0.45, 0.10],
+}
+
+
+def _blob_cohort(tmp_path, n_per_class=10, seed=0, d=8, conc=30.0):
+    """Cell types are well-separated Gaussian blobs; classes differ by Dirichlet proportions."""
+    rng = np.random.default_rng(seed)
+    k = len(TRUE_PROPS["healthy"])
+    centres = rng.normal(0, 6, size=(k, d))
+    rows, paths, truth_types = [], {}, {}
+    for cls, mean in TRUE_PROPS.items():
+        for i in range(n_per_class):
+            pid = f"{cls[0].upper()}{i:02d}"
+            n = int(rng.integers(150, 300))
+            types = rng.choice(k, size=n, p=rng.dirichlet(conc * np.asarray(mean)))
+            x = centres[types] + rng.normal(0, 1, size=(n, d))
+            path = tmp_path / f"{pid}.h5"
+            write_bag(path, x, [f"{pid}_{j}" for j in range(n)], patient=pid, label=cls, encoder="blobs")
+            rows.append((pid, cls, "target"))
+            paths[pid] = str(path)
+            truth_types[pid] = types
+    sheet = pd.DataFrame(rows, columns=["patient", "label", "cohort"])
+    return sheet, paths, truth_types
+
+
+def test_dirichlet_mle_recovers_alpha():
+    rng = np.random.default_rng(0)
+    alpha = np.array([8.0, 4.0, 2.0, 1.0])
+    alpha_hat, method = fit_dirichlet(rng.dirichlet(alpha, size=2000))
+    assert method == "mle"
+    np.testing.assert_allclose(alpha_hat, alpha, rtol=0.08)
+    # one patient: moment matching fallback, still the right mean
+    alpha1, method1 = fit_dirichlet(np.array([[0.5, 0.3, 0.2]]))
+    assert method1 == "moments"
+    np.testing.assert_allclose(alpha1 / alpha1.sum(), [0.5, 0.3, 0.2], atol=1e-6)
+
+
+def test_patient_proportions_hard_and_soft():
+    clusters = np.array([0, 0, 1, 2, 2, 2])
+    codes = np.array([0, 0, 0, 1, 1, 1])
+    p = patient_proportions(clusters, codes, 2, 3)
+    np.testing.assert_allclose(p, [[2 / 3, 1 / 3, 0], [0, 0, 1]])
+    resp = np.eye(3)[clusters]
+    np.testing.assert_allclose(patient_proportions(resp, codes, 2, 3), p)
+
+
+def test_bag_size_model_within_observed_range():
+    model = BagSizeModel.fit([100, 150, 200, 300])
+    sizes = model.sample(np.random.default_rng(0), 5000)
+    assert sizes.min() >= 100 and sizes.max() <= 300
+    assert abs(np.log(sizes).mean() - np.log([100, 150, 200, 300]).mean()) < 0.05
+
+
+def test_recipes_recover_ground_truth_class_proportions(tmp_path):
+    sheet, paths, truth_types = _blob_cohort(tmp_path)
+    patients = sheet.assign(role="train")
+    config = RecipeConfig(n_components=[3, 5, 7], n_pcs=None, subsample=None, n_init=3)
+    pool, recipes, gmm = fit_fold_recipes(patients, paths, config, seed=0)
+    assert gmm.n_components == 5  # BIC picks the true number of cell types
+    # match clusters to cell types by the confusion matrix
+    types = np.concatenate([truth_types[p] for p in patients["patient"]])
+    conf = pd.crosstab(pool.obs["cluster"].to_numpy(), types).to_numpy()
+    rows, cols = linear_sum_assignment(-conf)
+    assert conf[rows, cols].sum() / conf.sum() > 0.99
+    cluster_of_type = dict(zip(cols, rows, strict=True))
+    for cls, truth in TRUE_PROPS.items():
+        learned = np.asarray(recipes[cls].mean_proportions)[[cluster_of_type[t] for t in range(5)]]
+        np.testing.assert_allclose(learned, truth, atol=0.05)
+        assert recipes[cls].dirichlet_fit == "mle"
+        assert sorted(recipes[cls].patients) == sorted(sheet.loc[sheet["label"] == cls, "patient"])
+    # recipes.json round trip
+    write_recipes(tmp_path / "recipes.json", recipes, n_clusters=5)
+    back, meta = read_recipes(tmp_path / "recipes.json")
+    assert meta["n_clusters"] == 5
+    np.testing.assert_allclose(back["disease"].alpha, recipes["disease"].alpha)
+
+
+def test_generated_bags_follow_recipe_and_source(tmp_path):
+    sheet, paths, _ = _blob_cohort(tmp_path)
+    pool, recipes, gmm = fit_fold_recipes(sheet.assign(role="train"), paths, RecipeConfig(n_components=5,
+                                                                                           n_pcs=None), seed=0)
+    clusters = pool.obs["cluster"].to_numpy()
+    labels = pool.obs["label"].astype(str).to_numpy()
+    cohorts = pool.obs["cohort"].astype(str).to_numpy()
+    syn = generate_synthetic(recipes, clusters, labels, cohorts, n_per_class=300, instance_source="class", seed=3)
+    assert len(syn) == 600
+    for cls, recipe in recipes.items():
+        bags = [b for b, lab in zip(syn.bags(), syn.label, strict=True) if lab == cls]
+        # instance_source=class: every instance comes from a patient of that class
+        assert all((labels[b] == cls).all() for b in bags)
+        # realised cluster proportions follow the recipe's mean
+        realised = np.mean([np.bincount(clusters[b], minlength=5) / len(b) for b in bags], axis=0)
+        np.testing.assert_allclose(realised, recipe.mean_proportions, atol=0.02)
+        sizes = np.array([len(b) for b in bags])
+        assert sizes.min() >= recipe.bag_size.min_size and sizes.max() <= recipe.bag_size.max_size
+    # pool source mixes classes; seeded; file round trip
+    syn_pool = generate_synthetic(recipes, clusters, labels, cohorts, n_per_class=20, instance_source="pool", seed=3)
+    assert any(len(set(labels[b])) > 1 for b in syn_pool.bags())
+    again = generate_synthetic(recipes, clusters, labels, cohorts, n_per_class=20, instance_source="pool", seed=3)
+    np.testing.assert_array_equal(syn_pool.indices, again.indices)
+    syn_pool.scores["bald"] = np.arange(len(syn_pool), dtype=float)
+    write_synthetic(tmp_path / "synthetic.h5", syn_pool)
+    back = read_synthetic(tmp_path / "synthetic.h5")
+    np.testing.assert_array_equal(back.indptr, syn_pool.indptr)
+    np.testing.assert_array_equal(back.indices, syn_pool.indices)
+    assert list(back.label) == list(syn_pool.label)
+    np.testing.assert_array_equal(back.scores["bald"], syn_pool.scores["bald"])
+    with pytest.raises(ValueError, match="unknown instance_source"):
+        generate_synthetic(recipes, clusters, labels, cohorts, n_per_class=1, instance_source="nope")
+
+
+def test_leakage_rule_no_val_or_test_instance_in_pool_or_synthetic(tmp_path):
+    sheet, paths, _ = _blob_cohort(tmp_path, n_per_class=9)
+    splits = make_splits(sheet, n_folds=3, n_repeats=1, val_fraction=0.25, seed=0)
+    for fold in range(3):
+        for scenario in ("full", "low_data-n2-d0"):
+            patients = scenario_patients(splits, repeat=0, fold=fold, scenario=scenario, seed=0)
+            held_out = set(patients.loc[patients["role"].isin(["val", "test"]), "patient"])
+            train = set(patients.loc[patients["role"] == "train", "patient"])
+            pool, recipes, _ = fit_fold_recipes(patients, paths, RecipeConfig(n_components=5, n_pcs=None), seed=0)
+            pooled = set(pool.obs["patient"].astype(str))
+            assert pooled == train and not pooled & held_out
+            assert not {p for r in recipes.values() for p in r.patients} & held_out
+            syn = generate_synthetic(recipes, pool.obs["cluster"].to_numpy(), pool.obs["label"].astype(str).to_numpy(),
+                                     pool.obs["cohort"].astype(str).to_numpy(), n_per_class=10,
+                                     instance_source="pool", seed=0)
+            used = set(pool.obs["patient"].astype(str).to_numpy()[syn.indices])
+            assert not used & held_out
+    with pytest.raises(ValueError, match="leakage rule"):
+        build_pool(patients, paths, roles=("train", "test"))

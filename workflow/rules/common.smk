@@ -1,0 +1,169 @@
+# Sheets, validation, input functions and wildcard constraints. Functions live here only.
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from recipe_mil.embed.scrna import h5ad_patients  # noqa: E402
+from recipe_mil.sheets import check_sheet, load_sheet  # noqa: E402
+from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
+from recipe_mil.splits import make_splits  # noqa: E402
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+RESULTS = "results"
+
+
+def simulated_dataset_sheet(dataset):
+    """The sheet of a simulated dataset, computed from the simulator's design (no data needed)."""
+    ds = config["datasets"][dataset]
+    return simulated_sheet(*sim_params_from_config(ds["simulate"], ds["classes"]))
+
+
+def raw_path(dataset, which):
+    """The target/external .h5ad of an scrna dataset (simulated or given)."""
+    ds = config["datasets"][dataset]
+    if "simulate" in ds:
+        return f"{RESULTS}/{dataset}/raw/{which}.h5ad"
+    return ds["h5ad"] if which == "target" else ds.get("external_h5ad", "")
+
+
+def load_dataset_sheet(dataset):
+    """Load and check one dataset's sheet before any job runs; errors name the rows."""
+    ds = config["datasets"][dataset]
+    n_folds = config["splits"]["n_folds"]
+    if "simulate" in ds:
+        sheet, source = simulated_dataset_sheet(dataset), f"(simulated dataset {dataset})"
+        known = None
+    else:
+        if "samples" not in ds:
+            raise ValueError(f"config: dataset {dataset!r} needs 'samples' (a TSV sheet) or 'simulate'")
+        source = ds["samples"]
+        sheet = load_sheet(source, modality=ds["modality"])
+        known = None
+        if ds["modality"] == "scrna":
+            if "h5ad" not in ds:
+                raise ValueError(f"config: scrna dataset {dataset!r} needs 'h5ad'")
+            known = {}
+            for cohort, key in (("target", "h5ad"), ("external", "external_h5ad")):
+                if (sheet["cohort"] == cohort).any():
+                    if key not in ds:
+                        raise ValueError(f"config: dataset {dataset!r} has {cohort} patients but no '{key}'")
+                    if not Path(ds[key]).is_file():
+                        raise ValueError(f"config: datasets.{dataset}.{key}: file {ds[key]} does not exist")
+                    known[cohort] = h5ad_patients(ds[key], ds["scrna"]["patient_key"])
+    check_sheet(
+        sheet,
+        source=source,
+        classes=ds["classes"],
+        n_folds=n_folds,
+        file_paths=ds["modality"] != "scrna",
+        known_patients=known,
+    )
+    validate(sheet, schema="../schemas/samples.schema.yaml")
+    return sheet
+
+
+SHEETS = {ds: load_dataset_sheet(ds) for ds in config["datasets"]}
+
+
+def scenario_ids():
+    """Scenario ids of the config: full and low_data-n{n}-d{draw}."""
+    ids = ["full"] if config["scenarios"]["full"] else []
+    low = config["scenarios"]["low_data"]
+    ids += [f"low_data-n{n}-d{d}" for n in low["n_per_class"] for d in range(low["draws"])]
+    return ids
+
+
+def check_low_data(dataset):
+    """Fail before any job runs if low_data asks for more patients than a fold trains on."""
+    s = config["splits"]
+    splits = make_splits(
+        SHEETS[dataset], n_folds=s["n_folds"], n_repeats=s["n_repeats"], val_fraction=s["val_fraction"],
+        seed=config["seed"],
+    )
+    train = splits[splits["role"] == "train"].groupby(["repeat", "fold", "label"]).size()
+    for n in config["scenarios"]["low_data"]["n_per_class"]:
+        if n > train.min():
+            raise ValueError(
+                f"config: scenarios.low_data.n_per_class={n} but dataset {dataset!r} has folds with only "
+                f"{train.min()} training patients in a class ({train.idxmin()})"
+            )
+
+
+for _ds in SHEETS:
+    check_low_data(_ds)
+
+
+def dataset_sheet_path(dataset):
+    """The sample sheet file of a dataset (written by simulate for simulated data)."""
+    ds = config["datasets"][dataset]
+    return f"{RESULTS}/{dataset}/raw/samples.tsv" if "simulate" in ds else ds["samples"]
+
+
+def sheet_path(wildcards):
+    """The sample sheet file of the dataset in the wildcards."""
+    return dataset_sheet_path(wildcards.dataset)
+
+
+def bag_files(dataset, cohorts=("target", "external")):
+    """Bag paths of a dataset's patients."""
+    sheet = SHEETS[dataset]
+    return [f"{RESULTS}/{dataset}/bags/{p}.h5" for p in sheet.loc[sheet["cohort"].isin(cohorts), "patient"]]
+
+
+def dataset_bags(wildcards):
+    """All bag files of the dataset in the wildcards."""
+    return bag_files(wildcards.dataset)
+
+
+def input_bag(wildcards):
+    """The precomputed bag file of one patient (bags modality)."""
+    sheet = SHEETS[wildcards.dataset]
+    return sheet.loc[sheet["patient"] == wildcards.patient, "path"].iloc[0]
+
+
+def synthetic_inputs(wildcards):
+    """Pool and synthetic patients for the methods that train on them."""
+    if wildcards.method == "real_only":
+        return {}
+    run = f"{RESULTS}/{wildcards.dataset}/{wildcards.scenario}/r{wildcards.repeat}f{wildcards.fold}"
+    return {"pool": f"{run}/pool.h5ad", "synthetic": f"{run}/synthetic.h5"}
+
+
+def all_metrics():
+    """metrics.json of every dataset x scenario x repeat x fold x method."""
+    s = config["splits"]
+    return [
+        f"{RESULTS}/{ds}/{sc}/r{r}f{f}/{m}/metrics.json"
+        for ds in SHEETS
+        for sc in scenario_ids()
+        for r in range(s["n_repeats"])
+        for f in range(s["n_folds"])
+        for m in config["methods"]
+    ]
+
+
+SCRNA_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "scrna"]
+SIMULATED_DATASETS = [ds for ds, d in config["datasets"].items() if "simulate" in d]
+BAGS_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "bags"]
+ALL_PATIENTS = sorted({p for sheet in SHEETS.values() for p in sheet["patient"]})
+
+
+def alternation(values):
+    """A regex matching exactly one of ``values`` (never a path with a slash)."""
+    return "|".join(re.escape(str(v)) for v in sorted(values)) if values else "(?!)"
+
+
+wildcard_constraints:
+    dataset=alternation(SHEETS),
+    patient=alternation(ALL_PATIENTS),
+    scenario=r"full|low_data-n\d+-d\d+",
+    repeat=r"\d+",
+    fold=r"\d+",
+    method=alternation(["real_only", "recipe"]),

@@ -1,0 +1,86 @@
+# Splits, scenario patient sets, pools, GMM, recipes and index-based synthetic patients.
+
+RUN = f"{RESULTS}/{{dataset}}/{{scenario}}/r{{repeat}}f{{fold}}"
+
+
+localrules:
+    splits,
+    scenario_patients,
+
+
+rule splits:
+    input:
+        sheet=sheet_path,
+    output:
+        splits=f"{RESULTS}/{{dataset}}/splits.tsv",
+    log:
+        "logs/{dataset}/splits.log",
+    benchmark:
+        "benchmarks/{dataset}/splits.tsv"
+    conda:
+        "../../envs/recipes.yaml"
+    params:
+        modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
+        splits=config["splits"],
+        seed=config["seed"],
+    script:
+        "../scripts/splits.py"
+
+
+rule scenario_patients:
+    input:
+        splits=rules.splits.output.splits,
+    output:
+        patients=f"{RUN}/patients.tsv",
+    log:
+        "logs/{dataset}/{scenario}/r{repeat}f{fold}/scenario_patients.log",
+    benchmark:
+        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/scenario_patients.tsv"
+    conda:
+        "../../envs/recipes.yaml"
+    params:
+        seed=config["seed"],
+    script:
+        "../scripts/scenario_patients.py"
+
+
+rule recipes:
+    input:
+        patients=rules.scenario_patients.output.patients,
+        bags=dataset_bags,
+    output:
+        pool=f"{RUN}/pool.h5ad",
+        recipes=f"{RUN}/recipes.json",
+    log:
+        "logs/{dataset}/{scenario}/r{repeat}f{fold}/recipes.log",
+    benchmark:
+        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/recipes.tsv"
+    conda:
+        "../../envs/recipes.yaml"
+    threads: 2
+    params:
+        pool=config["pool"],
+        gmm=config["gmm"],
+        recipes=config["recipes"],
+        seed=config["seed"],
+    script:
+        "../scripts/recipes.py"
+
+
+rule generate:
+    input:
+        pool=rules.recipes.output.pool,
+        recipes=rules.recipes.output.recipes,
+    output:
+        synthetic=f"{RUN}/synthetic.h5",
+    log:
+        "logs/{dataset}/{scenario}/r{repeat}f{fold}/generate.log",
+    benchmark:
+        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/generate.tsv"
+    conda:
+        "../../envs/recipes.yaml"
+    params:
+        generate=config["generate"],
+        seed=config["seed"],
+    script:
+        "../scripts/generate.py"

@@ -1,0 +1,21 @@
+# Simulated cohorts with a known ground truth: the embedded demo data (nothing is downloaded).
+
+
+rule simulate_scrna:
+    output:
+        target=f"{RESULTS}/{{dataset}}/raw/target.h5ad",
+        external=f"{RESULTS}/{{dataset}}/raw/external.h5ad",
+        sheet=f"{RESULTS}/{{dataset}}/raw/samples.tsv",
+    log:
+        "logs/{dataset}/simulate_scrna.log",
+    benchmark:
+        "benchmarks/{dataset}/simulate_scrna.tsv"
+    conda:
+        "../../envs/embed-scrna.yaml"
+    wildcard_constraints:
+        dataset=alternation([d for d in SIMULATED_DATASETS if d in SCRNA_DATASETS]),
+    params:
+        sim=lambda wildcards: config["datasets"][wildcards.dataset]["simulate"],
+        classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
+    script:
+        "../scripts/simulate_scrna.py"

@@ -1,0 +1,17 @@
+from _common import start
+
+log = start(snakemake)
+
+import pandas as pd
+
+from recipe_mil.io.atomic import atomic_path
+from recipe_mil.splits import scenario_patients
+
+w = snakemake.wildcards
+splits = pd.read_csv(snakemake.input.splits, sep="\t", dtype={"patient": str, "label": str})
+patients = scenario_patients(
+    splits, repeat=int(w.repeat), fold=int(w.fold), scenario=w.scenario, seed=snakemake.params.seed
+)
+with atomic_path(snakemake.output.patients) as tmp:
+    patients.to_csv(tmp, sep="\t", index=False)
+log.info("%s r%s f%s:\n%s", w.scenario, w.repeat, w.fold, patients.groupby(["role", "label"]).size().to_string())

@@ -1,0 +1,16 @@
+from _common import start
+
+log = start(snakemake)
+
+from recipe_mil.io.atomic import atomic_path
+from recipe_mil.sheets import load_sheet
+from recipe_mil.splits import make_splits
+
+sheet = load_sheet(snakemake.input.sheet, modality=snakemake.params.modality)
+s = snakemake.params.splits
+splits = make_splits(
+    sheet, n_folds=s["n_folds"], n_repeats=s["n_repeats"], val_fraction=s["val_fraction"], seed=snakemake.params.seed
+)
+with atomic_path(snakemake.output.splits) as tmp:
+    splits.to_csv(tmp, sep="\t", index=False)
+log.info("role counts:\n%s", splits.groupby(["repeat", "fold", "role"]).size().to_string())

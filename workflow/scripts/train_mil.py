@@ -1,0 +1,48 @@
+from _common import start
+
+log = start(snakemake)
+
+import json
+from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+import torch
+
+from recipe_mil.experiment import run_method, synthetic_collection
+from recipe_mil.io.atomic import atomic_path, write_text_atomic
+from recipe_mil.io.synthetic import read_synthetic
+from recipe_mil.mil import TrainConfig
+from recipe_mil.seeds import derive_seed
+from recipe_mil.splits import parse_scenario
+
+w = snakemake.wildcards
+p = snakemake.params
+torch.set_num_threads(snakemake.threads)
+patients = pd.read_csv(snakemake.input.patients, sep="\t", dtype={"patient": str, "label": str})
+bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
+seed = derive_seed(p.seed, "mil", w.dataset, w.scenario, w.repeat, w.fold, w.method)
+config = TrainConfig(**p.mil, seed=seed, threads=snakemake.threads)
+synthetic = None
+if w.method == "recipe":
+    pool = ad.read_h5ad(snakemake.input.pool)
+    synthetic = synthetic_collection(read_synthetic(snakemake.input.synthetic), pool.X, p.classes)
+result = run_method(patients, bag_paths, p.classes, config, synthetic=synthetic, log=log.info)
+scenario = parse_scenario(w.scenario)
+metrics = {
+    "dataset": w.dataset,
+    "scenario": scenario.name,
+    "method": w.method,
+    "repeat": int(w.repeat),
+    "fold": int(w.fold),
+    **result.metrics,
+    "n_per_class": scenario.n_per_class,
+    "draw": scenario.draw,
+    "seed": seed,
+}
+for key, frame in (("predictions", result.predictions), ("attention", result.attention),
+                   ("history", pd.DataFrame(result.history))):
+    with atomic_path(snakemake.output[key]) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False)
+write_text_atomic(snakemake.output.metrics, json.dumps(metrics, indent=2))
+log.info("test balanced accuracy %.3f", metrics["balanced_accuracy"])
