@@ -97,8 +97,9 @@ def test_recipes_recover_ground_truth_class_proportions(tmp_path):
 
 def test_generated_bags_follow_recipe_and_source(tmp_path):
     sheet, paths, _ = _blob_cohort(tmp_path)
-    pool, recipes, gmm = fit_fold_recipes(sheet.assign(role="train"), paths, RecipeConfig(n_components=5,
-                                                                                           n_pcs=None), seed=0)
+    pool, recipes, gmm = fit_fold_recipes(
+        sheet.assign(role="train"), paths, RecipeConfig(n_components=5, n_pcs=None), seed=0
+    )
     clusters = pool.obs["cluster"].to_numpy()
     labels = pool.obs["label"].astype(str).to_numpy()
     cohorts = pool.obs["cohort"].astype(str).to_numpy()
@@ -141,9 +142,15 @@ def test_leakage_rule_no_val_or_test_instance_in_pool_or_synthetic(tmp_path):
             pooled = set(pool.obs["patient"].astype(str))
             assert pooled == train and not pooled & held_out
             assert not {p for r in recipes.values() for p in r.patients} & held_out
-            syn = generate_synthetic(recipes, pool.obs["cluster"].to_numpy(), pool.obs["label"].astype(str).to_numpy(),
-                                     pool.obs["cohort"].astype(str).to_numpy(), n_per_class=10,
-                                     instance_source="pool", seed=0)
+            syn = generate_synthetic(
+                recipes,
+                pool.obs["cluster"].to_numpy(),
+                pool.obs["label"].astype(str).to_numpy(),
+                pool.obs["cohort"].astype(str).to_numpy(),
+                n_per_class=10,
+                instance_source="pool",
+                seed=0,
+            )
             used = set(pool.obs["patient"].astype(str).to_numpy()[syn.indices])
             assert not used & held_out
     with pytest.raises(ValueError, match="leakage rule"):

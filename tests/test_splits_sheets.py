@@ -88,8 +88,20 @@ def test_sheet_missing_columns_empty_and_missing_file(tmp_path):
 def test_sheet_patient_not_in_h5ad(tmp_path):
     sheet = load_sheet(_write(tmp_path, "patient\tlabel\nP1\ta\nP2\ta\nP3\tb\nP4\tb\n"), modality="scrna")
     with pytest.raises(SampleSheetError, match=r"not found in the target .h5ad at line 5 \(P4\)"):
-        check_sheet(sheet, source="s", classes=["a", "b"], n_folds=2, file_paths=False,
-                    known_patients={"target": ["P1", "P2", "P3"]})
-    check_sheet(sheet, source="s", classes=["a", "b"], n_folds=2, file_paths=False,
-                known_patients={"target": ["P1", "P2", "P3", "P4"]})
+        check_sheet(
+            sheet,
+            source="s",
+            classes=["a", "b"],
+            n_folds=2,
+            file_paths=False,
+            known_patients={"target": ["P1", "P2", "P3"]},
+        )
+    check_sheet(
+        sheet,
+        source="s",
+        classes=["a", "b"],
+        n_folds=2,
+        file_paths=False,
+        known_patients={"target": ["P1", "P2", "P3", "P4"]},
+    )
     assert np.all(sheet["cohort"] == "target")

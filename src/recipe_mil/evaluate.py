@@ -103,4 +103,3 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         cells += [_fmt(g[m]) for m in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-

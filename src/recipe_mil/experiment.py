@@ -55,8 +55,9 @@ def synthetic_collection(syn: SyntheticSet, pool_features: np.ndarray, classes: 
     """Synthetic bags as index sets into the pool's embeddings (gathered at batch time)."""
     labels = np.array([classes.index(lab) for lab in syn.label], dtype=np.int64)
     names = [f"synthetic_{i}" for i in range(len(syn))]
-    return BagCollection(features=np.asarray(pool_features, np.float32), bag_indices=syn.bags(), labels=labels,
-                         names=names)
+    return BagCollection(
+        features=np.asarray(pool_features, np.float32), bag_indices=syn.bags(), labels=labels, names=names
+    )
 
 
 def run_method(

@@ -136,7 +136,7 @@ def scenario_patients(
     scenario: str | Scenario,
     seed: int,
 ) -> pd.DataFrame:
-    """The patients of one fold under one scenario, with their roles.
+    """Select the patients of one fold under one scenario, with their roles.
 
     Parameters
     ----------

@@ -2,7 +2,7 @@ from _common import start
 
 log = start(snakemake)
 
-from recipe_mil.simulate.scrna import simulate_dataset
+from recipe_mil.simulate.dataset import simulate_dataset
 
 simulate_dataset(
     snakemake.params.sim,

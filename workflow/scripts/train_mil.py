@@ -40,8 +40,11 @@ metrics = {
     "draw": scenario.draw,
     "seed": seed,
 }
-for key, frame in (("predictions", result.predictions), ("attention", result.attention),
-                   ("history", pd.DataFrame(result.history))):
+for key, frame in (
+    ("predictions", result.predictions),
+    ("attention", result.attention),
+    ("history", pd.DataFrame(result.history)),
+):
     with atomic_path(snakemake.output[key]) as tmp:
         frame.to_csv(tmp, sep="\t", index=False)
 write_text_atomic(snakemake.output.metrics, json.dumps(metrics, indent=2))

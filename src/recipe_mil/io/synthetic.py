@@ -16,7 +16,9 @@ from recipe_mil.recipes.generate import SyntheticSet
 from recipe_mil.recipes.recipes import ClassRecipe
 
 
-def write_synthetic(path: str | os.PathLike[str], syn: SyntheticSet, *, attrs: Mapping[str, object] | None = None) -> None:
+def write_synthetic(
+    path: str | os.PathLike[str], syn: SyntheticSet, *, attrs: Mapping[str, object] | None = None
+) -> None:
     """Write synthetic patients (index-based, CSR) atomically.
 
     Parameters

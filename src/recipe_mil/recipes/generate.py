@@ -43,7 +43,7 @@ class SyntheticSet:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        """Number of synthetic bags."""
+        """Return the number of synthetic bags."""
         return len(self.label)
 
     def bag(self, i: int) -> np.ndarray:

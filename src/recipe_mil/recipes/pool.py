@@ -17,7 +17,9 @@ logger = logging.getLogger(__name__)
 POOL_ROLES = ("train",)
 
 
-def build_pool(patients: pd.DataFrame, bag_paths: Mapping[str, str], *, roles: Sequence[str] = POOL_ROLES) -> ad.AnnData:
+def build_pool(
+    patients: pd.DataFrame, bag_paths: Mapping[str, str], *, roles: Sequence[str] = POOL_ROLES
+) -> ad.AnnData:
     """Stack the instances of the patients whose role is in ``roles`` into an AnnData.
 
     Parameters
@@ -63,7 +65,9 @@ def build_pool(patients: pd.DataFrame, bag_paths: Mapping[str, str], *, roles: S
     return ad.AnnData(X=features, obs=obs)
 
 
-def gmm_space(x: np.ndarray, *, standardize: bool, n_pcs: int | None, seed: int) -> tuple[np.ndarray, dict[str, object]]:
+def gmm_space(
+    x: np.ndarray, *, standardize: bool, n_pcs: int | None, seed: int
+) -> tuple[np.ndarray, dict[str, object]]:
     """Optionally standardise and PCA-reduce the pool before the GMM (fitted on the pool only).
 
     Parameters

@@ -20,7 +20,7 @@ from recipe_mil.simulate.scrna import (
 def sim_params_from_config(
     sim: Mapping[str, object], classes: Sequence[str]
 ) -> tuple[ScrnaSimParams, ScrnaSimParams | None]:
-    """Simulator parameters from a dataset's ``simulate`` config block.
+    """Build simulator parameters from a dataset's ``simulate`` config block.
 
     Parameters
     ----------
@@ -48,7 +48,7 @@ def sim_params_from_config(
 
 
 def simulated_sheet(target: ScrnaSimParams, external: ScrnaSimParams | None) -> pd.DataFrame:
-    """The sample sheet of a simulated dataset, from the design alone (no counts simulated)."""
+    """Build the sample sheet of a simulated dataset from the design alone (no counts simulated)."""
     parts = [cohort_design(target)] + ([cohort_design(external)] if external else [])
     sheet = pd.concat(parts, ignore_index=True)
     sheet["path"] = sheet["patient"]

@@ -1,0 +1,21 @@
+"""Demo cohorts with a known ground truth (DESIGN §5)."""
+
+from recipe_mil.simulate.scrna import (
+    TRUTH_KEY,
+    ScrnaSimParams,
+    class_mean_proportions,
+    cohort_design,
+    external_params,
+    simulate_scrna_cohort,
+    write_h5ad_atomic,
+)
+
+__all__ = [
+    "TRUTH_KEY",
+    "ScrnaSimParams",
+    "class_mean_proportions",
+    "cohort_design",
+    "external_params",
+    "simulate_scrna_cohort",
+    "write_h5ad_atomic",
+]
