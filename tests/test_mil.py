@@ -202,9 +202,14 @@ def test_early_stopping_restores_best_state() -> None:
     train, _ = toy_cohort(16, seed=19)
     val, _ = toy_cohort(12, seed=20)
     val.labels = 1 - val.labels  # flipped: validation gets worse as training learns, so it stops early
-    cfg = TrainConfig(epochs=40, patience=3, lr=1e-3, batch_size=4, hidden=32, attention_dim=16, device="cpu")
+    cfg = TrainConfig(
+        epochs=40, patience=3, min_epochs=1, lr=1e-3, batch_size=4, hidden=32, attention_dim=16, device="cpu"
+    )
     result = fit_mil(train, val, 2, cfg)
-    assert len(result.history) == result.best_epoch + cfg.patience < cfg.epochs
+    # patience counts epochs in which neither the kept score nor the lowest val loss improved
+    losses = [h["val_loss"] for h in result.history]
+    last_loss_min = max(i + 1 for i, v in enumerate(losses) if v == min(losses[: i + 1]))
+    assert len(result.history) == max(result.best_epoch, last_loss_min) + cfg.patience < cfg.epochs
     best = result.history[result.best_epoch - 1]
     later = result.history[result.best_epoch :]
     assert all(h["val_balanced_accuracy"] <= best["val_balanced_accuracy"] for h in later)

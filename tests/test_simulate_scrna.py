@@ -51,7 +51,7 @@ def test_demo_layout(demo):
     truth = demo.uns[TRUTH_KEY]
     json.dumps(truth)  # JSON-serialisable
     assert truth["cell_types"] == [f"type_{k}" for k in range(6)]
-    assert truth["concentration"] == 12.0
+    assert truth["concentration"] == 20.0
     assert set(truth["patient_proportions"]) == set(demo.obs["patient"])
 
 
@@ -65,8 +65,8 @@ def test_realised_proportions_match_cell_types(demo):
 def test_default_class_means():
     means = class_mean_proportions(ScrnaSimParams())
     np.testing.assert_allclose(means["healthy"], [0.30, 0.25, 0.20, 0.13, 0.08, 0.04])
-    assert means["disease_a"][4] == pytest.approx(0.20)
-    assert means["disease_b"][5] == pytest.approx(0.16)
+    assert means["disease_a"][4] == pytest.approx(0.33)
+    assert means["disease_b"][5] == pytest.approx(0.29)
     for p in means.values():
         assert p.sum() == pytest.approx(1.0)
     # other numbers of cell types / class names: derived from program_seed and the class name

@@ -35,7 +35,7 @@ TRUTH_KEY = "recipe_mil_truth"
 
 _DEFAULT_HEALTHY = (0.30, 0.25, 0.20, 0.13, 0.08, 0.04)
 _DEFAULT_DISEASE_TYPES = {"disease_a": (4,), "disease_b": (5,)}
-_DISEASE_SHIFT = 0.12  # mass a disease class moves onto its disease cell type(s)
+_DISEASE_SHIFT = 0.25  # mass a disease class moves onto its disease cell type(s)
 _MIN_GENERIC_PROPORTION = 0.02  # floor of a derived reference class's proportions
 _TYPE_NOISE_SD = 0.2  # sd of a cell type's non-marker deviation from the shared log means
 _BASE_LOG_SD = 1.0  # sd of the shared per-gene log means
@@ -98,7 +98,7 @@ class ScrnaSimParams:
     cells_per_patient_mean: float = 300
     cells_per_patient_sd: float = 80
     min_cells_per_patient: int = 80
-    concentration: float = 12.0
+    concentration: float = 20.0
     class_proportions: dict[str, list[float]] | None = None
     dispersion: float = 5.0
     library_size_mean: float = 2000
@@ -180,11 +180,11 @@ def class_mean_proportions(params: ScrnaSimParams) -> dict[str, np.ndarray]:
 
     With ``params.class_proportions`` set, those values (normalised). Otherwise the
     built-in defaults: ``healthy`` is ``[0.30, 0.25, 0.20, 0.13, 0.08, 0.04]`` for six cell
-    types; ``disease_a`` and ``disease_b`` move 0.12 of mass onto ``type_4`` and ``type_5``
+    types; ``disease_a`` and ``disease_b`` move 0.25 of mass onto ``type_4`` and ``type_5``
     respectively, taken from the other types proportionally. For other class names or
     numbers of cell types the means are derived deterministically from ``program_seed``
     and the class name (so a class has the same mean in every cohort): the reference
-    is a sorted Dirichlet draw, and each class other than ``healthy`` moves 0.12 of mass
+    is a sorted Dirichlet draw, and each class other than ``healthy`` moves 0.25 of mass
     onto one or two of the rarer half of the cell types.
 
     Parameters
