@@ -3,7 +3,6 @@ import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from recipe_mil.io.bags import write_bag
 from recipe_mil.io.synthetic import read_recipes, read_synthetic, write_recipes, write_synthetic
 from recipe_mil.recipes import (
     BagSizeModel,
@@ -14,33 +13,16 @@ from recipe_mil.recipes import (
     generate_synthetic,
     patient_proportions,
 )
+from recipe_mil.simulate.bags import DEFAULT_PROPORTIONS, simulate_bag_cohort
 from recipe_mil.splits import make_splits, scenario_patients
 
-TRUE_PROPS = {
-    "healthy": [0.45, 0.30, 0.15, 0.05, 0.05],
-    "disease": [0.15, 0.15, 0.15, 0.45, 0.10],
-}
+TRUE_PROPS = DEFAULT_PROPORTIONS
 
 
-def _blob_cohort(tmp_path, n_per_class=10, seed=0, d=8, conc=30.0):
+def _blob_cohort(tmp_path, n_per_class=10):
     """Cell types are well-separated Gaussian blobs; classes differ by Dirichlet proportions."""
-    rng = np.random.default_rng(seed)
-    k = len(TRUE_PROPS["healthy"])
-    centres = rng.normal(0, 6, size=(k, d))
-    rows, paths, truth_types = [], {}, {}
-    for cls, mean in TRUE_PROPS.items():
-        for i in range(n_per_class):
-            pid = f"{cls[0].upper()}{i:02d}"
-            n = int(rng.integers(150, 300))
-            types = rng.choice(k, size=n, p=rng.dirichlet(conc * np.asarray(mean)))
-            x = centres[types] + rng.normal(0, 1, size=(n, d))
-            path = tmp_path / f"{pid}.h5"
-            write_bag(path, x, [f"{pid}_{j}" for j in range(n)], patient=pid, label=cls, encoder="blobs")
-            rows.append((pid, cls, "target"))
-            paths[pid] = str(path)
-            truth_types[pid] = types
-    sheet = pd.DataFrame(rows, columns=["patient", "label", "cohort"])
-    return sheet, paths, truth_types
+    sheet, types = simulate_bag_cohort(tmp_path, n_per_class=n_per_class, seed=0)
+    return sheet, dict(zip(sheet["patient"], sheet["path"], strict=True)), types
 
 
 def test_dirichlet_mle_recovers_alpha():

@@ -47,6 +47,8 @@ def plot_metrics(summary: pd.DataFrame, path: str | os.PathLike[str], *, metric:
             for m, val in full.groupby("method")[metric].mean().items():
                 row[1].axhline(val, ls=":", lw=1, color="grey")
                 row[1].annotate(f"full {m}", (1.0, val), xycoords=("axes fraction", "data"), fontsize=7, ha="right")
+        if len(low):
+            row[1].set_xticks(sorted(low["n_per_class"].dropna().astype(int).unique()))
         row[1].set(title=f"{ds}: low data", xlabel="real training patients per class", ylim=(0, 1.05))
         if len(low):
             row[1].legend(fontsize=8)

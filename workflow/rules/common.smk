@@ -88,11 +88,12 @@ def check_low_data(dataset):
         seed=config["seed"],
     )
     train = splits[splits["role"] == "train"].groupby(["repeat", "fold", "label"]).size()
+    rep, fold, label = train.idxmin()
     for n in config["scenarios"]["low_data"]["n_per_class"]:
         if n > train.min():
             raise ValueError(
-                f"config: scenarios.low_data.n_per_class={n} but dataset {dataset!r} has folds with only "
-                f"{train.min()} training patients in a class ({train.idxmin()})"
+                f"config: scenarios.low_data.n_per_class={n} but dataset {dataset!r} has only {train.min()} "
+                f"training patients of class {label!r} in repeat {rep}, fold {fold}"
             )
 
 

@@ -30,3 +30,10 @@ rule summary:
         "../../envs/report.yaml"
     script:
         "../scripts/summary.py"
+
+
+onsuccess:
+    summary_md = Path(rules.summary.output.md)
+    if summary_md.exists():
+        print(f"\nrecipe-mil: summary table {summary_md.resolve()} (per run: {rules.summary.output.tsv})")
+        print("recipe-mil: bundle everything with `snakemake --report report.html`")

@@ -1,0 +1,177 @@
+"""Workflow tests: Snakemake on tiny configs (dry runs, lint, one end-to-end run, bad input)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+import pytest
+import yaml
+
+from recipe_mil.evaluate import SUMMARY_COLUMNS
+from recipe_mil.simulate.bags import simulate_bag_cohort
+from recipe_mil.simulate.scrna import ScrnaSimParams, simulate_scrna_cohort, write_h5ad_atomic
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "seed": 1,
+    "datasets": {
+        "tiny_scrna": {
+            "modality": "scrna",
+            "classes": ["healthy", "disease_a", "disease_b"],
+            "simulate": {
+                "n_patients_per_class": 6,
+                "n_genes": 200,
+                "cells_per_patient_mean": 120,
+                "cells_per_patient_sd": 20,
+                "external": {"classes": ["healthy"], "n_patients_per_class": 2},
+            },
+            "scrna": {"n_top_genes": 100, "n_pcs": 10, "min_genes": 10},
+        },
+    },
+    "splits": {"n_folds": 2},
+    "scenarios": {"full": True, "low_data": {"n_per_class": [2], "draws": 1}},
+    "gmm": {"n_components": [3, 6], "n_init": 1},
+    "generate": {"n_per_class": 5},
+    "mil": {"epochs": 5, "min_epochs": 1, "patience": 2, "hidden": 16, "attention_dim": 8, "device": "cpu"},
+}
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_demo_config_dry_run_and_lint():
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    lint = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One end-to-end run on a simulated scRNA dataset and a precomputed-bags dataset."""
+    work = tmp_path_factory.mktemp("tiny")
+    sheet, _ = simulate_bag_cohort(work / "input_bags", n_per_class=6, dim=6, size_range=(40, 80), seed=2)
+    sheet.to_csv(work / "bags.tsv", sep="\t", index=False)
+    config = {
+        **TINY,
+        "datasets": {
+            **TINY["datasets"],
+            "tiny_bags": {"modality": "bags", "classes": ["healthy", "disease"], "samples": str(work / "bags.tsv")},
+        },
+    }
+    cfg = write_config(work, config)
+    res = snakemake(work, "--configfile", str(cfg), "--cores", "2", "--workflow-profile", str(REPO / "profiles/ci"))
+    assert res.returncode == 0, res.stderr[-5000:]
+    return work, cfg, res
+
+
+def test_end_to_end_summary_rows(tiny_run):
+    work, _, _ = tiny_run
+    summary = pd.read_csv(work / "results/summary.tsv", sep="\t")
+    assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
+    # 2 datasets x (full + low_data n=2) x 2 folds x 2 methods
+    assert len(summary) == 16
+    counts = summary.groupby(["dataset", "scenario", "method"]).size()
+    assert (counts == 2).all() and len(counts) == 8
+    assert (summary.loc[summary["method"] == "real_only", "n_synthetic"] == 0).all()
+    recipe = summary[summary["method"] == "recipe"]
+    n_classes = recipe["dataset"].map({"tiny_scrna": 3, "tiny_bags": 2})
+    assert (recipe["n_synthetic"] == 5 * n_classes).all()
+    low = summary[summary["scenario"] == "low_data"]
+    assert (low["n_real_train"] == 2 * low["dataset"].map({"tiny_scrna": 3, "tiny_bags": 2})).all()
+    assert (low["n_per_class"] == 2).all()
+    for m in ("balanced_accuracy", "accuracy", "macro_f1", "auroc"):
+        assert summary[m].between(0, 1).all()
+    md = (work / "results/summary.md").read_text()
+    assert "| tiny_scrna | full |  | recipe | 2 |" in md
+    assert (work / "results/plots/metrics.png").stat().st_size > 10_000
+
+
+def test_end_to_end_leakage_and_outputs(tiny_run):
+    work, _, _ = tiny_run
+    runs = sorted((work / "results").glob("*/*/r0f*/patients.tsv"))
+    assert len(runs) == 8
+    for patients_tsv in runs:
+        patients = pd.read_csv(patients_tsv, sep="\t", dtype=str)
+        held_out = set(patients.loc[patients["role"].isin(["val", "test"]), "patient"])
+        pool = ad.read_h5ad(patients_tsv.parent / "pool.h5ad")
+        pooled = set(pool.obs["patient"].astype(str))
+        assert pooled == set(patients.loc[patients["role"] == "train", "patient"])
+        assert not pooled & held_out
+        pred = pd.read_csv(patients_tsv.parent / "recipe/predictions.tsv", sep="\t", dtype={"patient": str})
+        assert set(pred["patient"]) == set(patients.loc[patients["role"] == "test", "patient"])
+        att = pd.read_csv(patients_tsv.parent / "recipe/attention.tsv", sep="\t", dtype={"patient": str})
+        assert att.groupby("patient")["attention"].sum().round(4).eq(1.0).all()
+    # every rule wrote its log
+    assert (work / "logs/tiny_scrna/embed_scrna.log").stat().st_size > 0
+    assert list((work / "logs").rglob("train_mil.log"))
+
+
+def test_rerun_is_noop_and_report(tiny_run):
+    work, cfg, _ = tiny_run
+    res = snakemake(work, "--configfile", str(cfg), "-n", "--workflow-profile", str(REPO / "profiles/ci"))
+    assert res.returncode == 0
+    assert "Nothing to be done" in res.stdout + res.stderr
+    rep = snakemake(
+        work, "--configfile", str(cfg), "--report", "report.html", "--workflow-profile", str(REPO / "profiles/ci")
+    )
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    assert (work / "report.html").stat().st_size > 50_000
+
+
+def _scrna_user_dataset(work: Path, sheet_rows: list[tuple[str, str]]) -> dict:
+    h5ad = work / "cohort.h5ad"
+    if not h5ad.exists():
+        adata = simulate_scrna_cohort(ScrnaSimParams(n_patients_per_class=3, n_genes=100, cells_per_patient_mean=90))
+        write_h5ad_atomic(adata, h5ad)
+    (work / "sheet.tsv").write_text("patient\tlabel\n" + "".join(f"{p}\t{lab}\n" for p, lab in sheet_rows))
+    return {
+        "modality": "scrna",
+        "classes": ["healthy", "disease_a", "disease_b"],
+        "h5ad": str(h5ad),
+        "samples": str(work / "sheet.tsv"),
+    }
+
+
+GOOD_ROWS = [(f"P{i:03d}", lab) for i, lab in enumerate(["healthy"] * 3 + ["disease_a"] * 3 + ["disease_b"] * 3)]
+
+
+@pytest.mark.parametrize(
+    ("rows", "config_patch", "message"),
+    [
+        (GOOD_ROWS, {}, None),
+        (GOOD_ROWS + [("P999", "healthy")], {}, "patient not found in the target .h5ad at line 11 (P999)"),
+        (GOOD_ROWS + [("P000", "healthy")], {}, "duplicate patient ids at line 2 (P000), line 11 (P000)"),
+        (GOOD_ROWS[:-1] + [("P008", "diseas_b")], {}, "label not among the config's classes"),
+        (GOOD_ROWS[:-1], {"splits": {"n_folds": 3}}, "class 'disease_b' has 2 target patients"),
+        (GOOD_ROWS, {"splits": {"n_folds": 1}}, "n_folds"),
+        (GOOD_ROWS, {"mil": {"dropout": 1.5}}, "dropout"),
+        (GOOD_ROWS, {"scenarios": {"low_data": {"n_per_class": [3]}}}, "low_data.n_per_class=3"),
+    ],
+)
+def test_bad_input_fails_before_any_job(tmp_path, rows, config_patch, message):
+    ds = _scrna_user_dataset(tmp_path, rows)
+    config = {"datasets": {"user": ds}, "splits": {"n_folds": 2}, **config_patch}
+    cfg = write_config(tmp_path, config)
+    res = snakemake(tmp_path, "--configfile", str(cfg), "-n", timeout=300)
+    if message is None:
+        assert res.returncode == 0, res.stderr
+    else:
+        assert res.returncode != 0
+        assert message in res.stderr + res.stdout
+        assert not (tmp_path / "results").exists()
