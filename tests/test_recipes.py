@@ -9,6 +9,7 @@ from recipe_mil.recipes import (
     RecipeConfig,
     build_pool,
     fit_dirichlet,
+    fit_dirichlet_multinomial,
     fit_fold_recipes,
     generate_synthetic,
     patient_proportions,
@@ -137,3 +138,17 @@ def test_leakage_rule_no_val_or_test_instance_in_pool_or_synthetic(tmp_path):
             assert not used & held_out
     with pytest.raises(ValueError, match="leakage rule"):
         build_pool(patients, paths, roles=("train", "test"))
+
+
+def test_dirichlet_multinomial_recovers_alpha_with_zero_counts():
+    rng = np.random.default_rng(1)
+    alpha = np.array([6.0, 3.0, 1.0, 0.3])  # the last cluster is often absent from a patient
+    props = rng.dirichlet(alpha, size=800)
+    counts = np.array([rng.multinomial(rng.integers(100, 300), p) for p in props])
+    assert (counts[:, 3] == 0).mean() > 0.2
+    alpha_hat, method = fit_dirichlet_multinomial(counts)
+    assert method == "mle"
+    np.testing.assert_allclose(alpha_hat, alpha, rtol=0.1)
+    # the proportion-based fit on the same data misses the concentration by far more (measured: 7.3 vs 10.3)
+    alpha_p, _ = fit_dirichlet(counts / counts.sum(axis=1, keepdims=True))
+    assert abs(alpha_p.sum() - alpha.sum()) / alpha.sum() > 0.2

@@ -12,7 +12,7 @@ import pandas as pd
 
 from recipe_mil.recipes.gmm import GMMFit, fit_gmm
 from recipe_mil.recipes.pool import build_pool, gmm_space
-from recipe_mil.recipes.recipes import ClassRecipe, learn_recipe, patient_proportions
+from recipe_mil.recipes.recipes import ClassRecipe, learn_recipe, patient_counts
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +63,13 @@ def learn_recipes(pool: ad.AnnData, assignments: np.ndarray, n_clusters: int) ->
     """
     patients = pool.obs["patient"].astype(str).to_numpy()
     uniq, codes = np.unique(patients, return_inverse=True)
-    props = patient_proportions(assignments, codes, len(uniq), n_clusters)
+    counts = patient_counts(assignments, codes, len(uniq), n_clusters)
     sizes = np.bincount(codes, minlength=len(uniq))
     meta = pool.obs.groupby("patient", observed=True)[["label", "cohort"]].first().loc[uniq]
     recipes: dict[str, ClassRecipe] = {}
     for cls, idx in meta.groupby("label", observed=True).indices.items():
         cohorts = meta["cohort"].iloc[idx].unique()
-        recipes[str(cls)] = learn_recipe(props[idx], sizes[idx], uniq[idx].tolist(), ",".join(map(str, cohorts)))
+        recipes[str(cls)] = learn_recipe(counts[idx], sizes[idx], uniq[idx].tolist(), ",".join(map(str, cohorts)))
         logger.info("class %s: recipe from %d patients (%s fit)", cls, len(idx), recipes[str(cls)].dirichlet_fit)
     return recipes
 

@@ -11,13 +11,13 @@ from scipy.special import digamma, gammaln, polygamma
 PROPORTION_FLOOR = 1e-6
 
 
-def patient_proportions(
+def patient_counts(
     assignments: np.ndarray,
     patient_codes: np.ndarray,
     n_patients: int,
     n_clusters: int,
 ) -> np.ndarray:
-    """Each patient's proportion vector over the clusters.
+    """Each patient's (expected) instance count per cluster.
 
     Parameters
     ----------
@@ -31,7 +31,12 @@ def patient_proportions(
     Returns
     -------
     numpy.ndarray
-        Shape (n_patients, n_clusters); rows sum to 1 (hard counts or mean responsibilities).
+        Shape (n_patients, n_clusters): hard counts, or summed responsibilities.
+
+    Raises
+    ------
+    ValueError
+        If a patient has no instance.
     """
     if assignments.ndim == 1:
         weights = np.zeros((len(assignments), n_clusters))
@@ -40,10 +45,20 @@ def patient_proportions(
         weights = assignments
     sums = np.zeros((n_patients, n_clusters))
     np.add.at(sums, patient_codes, weights)
-    totals = sums.sum(axis=1, keepdims=True)
-    if (totals == 0).any():
+    if (sums.sum(axis=1) == 0).any():
         raise ValueError("a patient has no instances in the pool")
-    return sums / totals
+    return sums
+
+
+def patient_proportions(
+    assignments: np.ndarray,
+    patient_codes: np.ndarray,
+    n_patients: int,
+    n_clusters: int,
+) -> np.ndarray:
+    """Each patient's proportion vector over the clusters (rows of :func:`patient_counts`, normalised)."""
+    counts = patient_counts(assignments, patient_codes, n_patients, n_clusters)
+    return counts / counts.sum(axis=1, keepdims=True)
 
 
 def _inv_digamma(y: np.ndarray, n_iter: int = 8) -> np.ndarray:
@@ -120,6 +135,51 @@ def fit_dirichlet(p: np.ndarray, *, max_iter: int = 1000, tol: float = 1e-8) -> 
     return alpha, "mle"
 
 
+def fit_dirichlet_multinomial(counts: np.ndarray, *, max_iter: int = 5000, tol: float = 1e-7) -> tuple[np.ndarray, str]:
+    """Maximum-likelihood Dirichlet from per-patient cluster counts (Dirichlet-multinomial).
+
+    A patient's counts are Multinomial(n, p) with p ~ Dirichlet(alpha): the model the
+    generator samples from. Fitting the counts rather than the proportions handles
+    clusters a patient has no instance in (a zero proportion has no Dirichlet density)
+    and does not mistake multinomial sampling noise for patient heterogeneity. Minka's
+    (2000) fixed point for the Polya distribution, started from moment matching.
+
+    Parameters
+    ----------
+    counts
+        Shape (n_patients, K): hard counts or summed responsibilities.
+    max_iter, tol
+        Iteration limits (relative change of alpha).
+
+    Returns
+    -------
+    alpha
+        Concentration vector, shape (K,); clusters no patient uses get a tiny alpha.
+    method
+        ``"mle"``, or ``"moments"`` for a single patient or when the iteration fails.
+    """
+    counts = np.asarray(counts, dtype=float)
+    totals = counts.sum(axis=1)
+    alpha0 = dirichlet_moments((counts + 0.5) / (totals[:, None] + 0.5 * counts.shape[1]))
+    if len(counts) < 2:
+        return alpha0, "moments"
+    alpha = alpha0.copy()
+    for _ in range(max_iter):
+        a_sum = alpha.sum()
+        num = (digamma(counts + alpha) - digamma(alpha)).sum(axis=0)
+        den = (digamma(totals + a_sum) - digamma(a_sum)).sum()
+        new = np.maximum(alpha * num / den, PROPORTION_FLOOR)
+        if not np.all(np.isfinite(new)):
+            return alpha0, "moments"
+        done = np.max(np.abs(new - alpha) / alpha) < tol
+        alpha = new
+        if done:
+            break
+    if alpha.sum() > 1e6:  # no over-dispersion: the patients look multinomial; cap the concentration
+        alpha = alpha / alpha.sum() * 1e6
+    return alpha, "mle"
+
+
 @dataclass
 class BagSizeModel:
     """Log-normal bag-size model, clipped to the observed range.
@@ -189,13 +249,13 @@ class ClassRecipe:
         return cls(**{**d, "bag_size": BagSizeModel(**d["bag_size"])})
 
 
-def learn_recipe(proportions: np.ndarray, sizes: Sequence[int], patients: Sequence[str], cohort: str) -> ClassRecipe:
-    """Learn one class's recipe from its patients' proportions and bag sizes.
+def learn_recipe(counts: np.ndarray, sizes: Sequence[int], patients: Sequence[str], cohort: str) -> ClassRecipe:
+    """Learn one class's recipe from its patients' cluster counts and bag sizes.
 
     Parameters
     ----------
-    proportions
-        Shape (n_patients, K).
+    counts
+        Shape (n_patients, K): per-patient (expected) counts per cluster.
     sizes
         Bag size of each patient.
     patients
@@ -208,7 +268,8 @@ def learn_recipe(proportions: np.ndarray, sizes: Sequence[int], patients: Sequen
     ClassRecipe
         The fitted recipe.
     """
-    alpha, method = fit_dirichlet(proportions)
+    alpha, method = fit_dirichlet_multinomial(counts)
+    proportions = counts / counts.sum(axis=1, keepdims=True)
     return ClassRecipe(
         alpha=alpha.tolist(),
         mean_proportions=(alpha / alpha.sum()).tolist(),
