@@ -105,3 +105,17 @@ def test_sheet_patient_not_in_h5ad(tmp_path):
         known_patients={"target": ["P1", "P2", "P3", "P4"]},
     )
     assert np.all(sheet["cohort"] == "target")
+
+
+def test_missing_class_scenario():
+    splits = make_splits(_sheet(n_per_class=9), n_folds=3, n_repeats=1, val_fraction=0.25, seed=0)
+    full = scenario_patients(splits, repeat=0, fold=0, scenario="full", seed=0)
+    miss = scenario_patients(splits, repeat=0, fold=0, scenario="missing_class-a", seed=0)
+    assert parse_scenario("missing_class-a").missing == "a"
+    # the missing class never appears among target training or validation patients
+    assert not ((miss["label"] == "a") & miss["role"].isin(["train", "val"])).any()
+    # its real target patients stay in the test fold; its external patients are the only external ones
+    assert set(miss.loc[miss["role"] == "test", "patient"]) == set(full.loc[full["role"] == "test", "patient"])
+    assert set(miss.loc[miss["role"] == "external", "label"]) == {"a"}
+    with pytest.raises(ValueError, match="external cohort has no patient of class 'b'"):
+        scenario_patients(splits, repeat=0, fold=0, scenario="missing_class-b", seed=0)

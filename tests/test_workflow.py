@@ -162,10 +162,13 @@ GOOD_ROWS = [(f"P{i:03d}", lab) for i, lab in enumerate(["healthy"] * 3 + ["dise
         (GOOD_ROWS, {"splits": {"n_folds": 1}}, "n_folds"),
         (GOOD_ROWS, {"mil": {"dropout": 1.5}}, "dropout"),
         (GOOD_ROWS, {"scenarios": {"low_data": {"n_per_class": [3]}}}, "low_data.n_per_class=3"),
+        (GOOD_ROWS, {"h5ad": "missing.h5ad"}, "datasets.user.h5ad: file missing.h5ad does not exist"),
     ],
 )
 def test_bad_input_fails_before_any_job(tmp_path, rows, config_patch, message):
     ds = _scrna_user_dataset(tmp_path, rows)
+    if "h5ad" in config_patch:
+        ds["h5ad"] = config_patch.pop("h5ad")
     config = {"datasets": {"user": ds}, "splits": {"n_folds": 2}, **config_patch}
     cfg = write_config(tmp_path, config)
     res = snakemake(tmp_path, "--configfile", str(cfg), "-n", timeout=300)

@@ -102,7 +102,7 @@ def run_method(
     if log:
         log(f"training on {n_real} real + {len(train) - n_real} synthetic bags; {0 if val is None else len(val)} val")
     fit = fit_mil(train, val, len(classes), config, log=log)
-    probs, attention = predict(fit.model, test, device="cpu")
+    probs, attention = predict(fit.model, test, device=config.device)
     y_true = test.labels
     metrics: dict[str, object] = classification_metrics(y_true, probs, len(classes))
     metrics.update(n_real_train=n_real, n_synthetic=len(train) - n_real, n_test=len(test), best_epoch=fit.best_epoch)

@@ -90,26 +90,32 @@ class Scenario:
     Attributes
     ----------
     name
-        ``full`` or ``low_data``.
+        ``full``, ``low_data`` or ``missing_class``.
     n_per_class
         Real training patients per class (``low_data`` only).
     draw
         Index of the random draw of those patients (``low_data`` only).
+    missing
+        The class removed from the target training set (``missing_class`` only).
     """
 
     name: str
     n_per_class: int | None = None
     draw: int | None = None
+    missing: str | None = None
 
     @property
     def id(self) -> str:
-        """Identifier used in paths: ``full`` or ``low_data-n{n}-d{draw}``."""
+        """Identifier used in paths: ``full``, ``low_data-n{n}-d{draw}`` or ``missing_class-{class}``."""
         if self.name == "low_data":
             return f"low_data-n{self.n_per_class}-d{self.draw}"
+        if self.name == "missing_class":
+            return f"missing_class-{self.missing}"
         return self.name
 
 
-_SCENARIO_RE = re.compile(r"^(full|low_data-n(\d+)-d(\d+))$")
+SCENARIO_PATTERN = r"full|low_data-n\d+-d\d+|missing_class-[A-Za-z0-9_.+-]+"
+_SCENARIO_RE = re.compile(r"^(full|low_data-n(\d+)-d(\d+)|missing_class-([A-Za-z0-9_.+-]+))$")
 
 
 def parse_scenario(scenario_id: str) -> Scenario:
@@ -122,7 +128,11 @@ def parse_scenario(scenario_id: str) -> Scenario:
     """
     m = _SCENARIO_RE.match(scenario_id)
     if not m:
-        raise ValueError(f"unknown scenario id {scenario_id!r} (expected 'full' or 'low_data-n<N>-d<D>')")
+        raise ValueError(
+            f"unknown scenario id {scenario_id!r} (expected 'full', 'low_data-n<N>-d<D>' or 'missing_class-<class>')"
+        )
+    if m.group(4) is not None:
+        return Scenario(name="missing_class", missing=m.group(4))
     if m.group(2) is None:
         return Scenario(name=m.group(1))
     return Scenario(name="low_data", n_per_class=int(m.group(2)), draw=int(m.group(3)))
@@ -146,8 +156,12 @@ def scenario_patients(
         Which split.
     scenario
         ``full`` keeps every training patient; ``low_data-n{n}-d{d}`` keeps ``n`` randomly
-        drawn training patients per class (draw ``d``, seeded). Validation and test
-        patients are the same in every scenario, so results are comparable.
+        drawn training patients per class (draw ``d``, seeded); ``missing_class-{c}``
+        removes class ``c`` from the target training and validation patients (role
+        ``unused``) and keeps only the external patients of class ``c`` (role
+        ``external``; other external patients become ``unused``). Test patients are the
+        same in every scenario, so results are comparable. Outside ``missing_class`` no
+        external patient is used (role ``unused``).
     seed
         Base seed.
 
@@ -159,13 +173,16 @@ def scenario_patients(
     Raises
     ------
     ValueError
-        If a class has fewer training patients than the scenario asks for.
+        If a class has fewer training patients than the scenario asks for, or the external
+        cohort has no patient of the missing class.
     """
     sc = parse_scenario(scenario) if isinstance(scenario, str) else scenario
     sel = splits[(splits["repeat"] == repeat) & (splits["fold"] == fold)]
     if sel.empty:
         raise ValueError(f"no split rows for repeat={repeat}, fold={fold}")
     out = sel[["patient", "label", "cohort", "role"]].reset_index(drop=True).copy()
+    if sc.name != "missing_class":
+        out.loc[out["role"] == "external", "role"] = "unused"
     if sc.name == "low_data":
         rng = np.random.default_rng(derive_seed(seed, "low_data", repeat, fold, sc.n_per_class, sc.draw))
         train = out[out["role"] == "train"]
@@ -178,4 +195,10 @@ def scenario_patients(
             keep = rng.choice(group.index.to_numpy(), size=sc.n_per_class, replace=False)
             drop = group.index.difference(keep)
             out.loc[drop, "role"] = "unused"
+    elif sc.name == "missing_class":
+        is_c = out["label"] == sc.missing
+        out.loc[is_c & out["role"].isin(["train", "val"]), "role"] = "unused"
+        out.loc[~is_c & (out["role"] == "external"), "role"] = "unused"
+        if not (is_c & (out["role"] == "external")).any():
+            raise ValueError(f"scenario {sc.id}: the external cohort has no patient of class {sc.missing!r}")
     return out

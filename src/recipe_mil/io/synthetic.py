@@ -36,7 +36,10 @@ def write_synthetic(
         f.create_dataset("indices", data=syn.indices.astype(np.int64))
         f.create_dataset("label", data=np.asarray(syn.label, dtype=object), dtype=str_dt)
         f.create_dataset("source_class", data=np.asarray(syn.source_class, dtype=object), dtype=str_dt)
-        f.create_dataset("proportions", data=np.asarray(syn.proportions, dtype=np.float64))
+        for name in ("proportions", "soft_targets", "features", "selected"):
+            value = getattr(syn, name)
+            if value is not None:
+                f.create_dataset(name, data=np.asarray(value))
         grp = f.create_group("scores")
         for name, values in syn.scores.items():
             grp.create_dataset(name, data=np.asarray(values))
@@ -53,8 +56,8 @@ def read_synthetic(path: str | os.PathLike[str]) -> SyntheticSet:
             indices=f["indices"][()],
             label=np.asarray(f["label"].asstr()[()], dtype=object),
             source_class=np.asarray(f["source_class"].asstr()[()], dtype=object),
-            proportions=f["proportions"][()],
             scores={k: v[()] for k, v in f["scores"].items()},
+            **{k: f[k][()] for k in ("proportions", "soft_targets", "features", "selected") if k in f},
         )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from recipe_mil.recipes.gmm import GMMFit, fit_gmm
-from recipe_mil.recipes.pool import build_pool, gmm_space
+from recipe_mil.recipes.pool import align_external, build_pool, gmm_space
 from recipe_mil.recipes.recipes import ClassRecipe, learn_recipe, patient_counts
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,9 @@ class RecipeConfig:
         GMM options (see :func:`recipe_mil.recipes.gmm.fit_gmm`).
     proportions
         ``hard`` (cluster counts) or ``soft`` (mean responsibilities).
+    align_external
+        ``none``, ``centre`` or ``standardise``: per-feature alignment of external-cohort
+        rows to the target rows before pooling.
     """
 
     standardize: bool = True
@@ -42,6 +45,7 @@ class RecipeConfig:
     reg_covar: float = 1e-4
     subsample: int | None = 20000
     proportions: str = "hard"
+    align_external: str = "none"
 
 
 def learn_recipes(pool: ad.AnnData, assignments: np.ndarray, n_clusters: int) -> dict[str, ClassRecipe]:
@@ -83,10 +87,14 @@ def fit_fold_recipes(
 ) -> tuple[ad.AnnData, dict[str, ClassRecipe], GMMFit]:
     """Pool the fold's training patients, fit the GMM and learn the class recipes.
 
+    The GMM is fitted on the target cohort's rows; external-cohort rows (the patients of
+    a missing class, role ``external``) are aligned if asked, then assigned to its clusters,
+    so only their statistics (the recipe) cross cohorts.
+
     Parameters
     ----------
     patients
-        The fold's patients with roles (only ``train`` rows are pooled).
+        The fold's patients with roles (``train`` and ``external`` rows are pooled).
     bag_paths
         Patient -> bag file.
     config
@@ -104,9 +112,12 @@ def fit_fold_recipes(
         The fitted GMM with its BIC table.
     """
     pool = build_pool(patients, bag_paths)
-    z, _ = gmm_space(pool.X, standardize=config.standardize, n_pcs=config.n_pcs, seed=seed)
+    cohorts = pool.obs["cohort"].astype(str).to_numpy()
+    pool.X = align_external(pool.X, cohorts, config.align_external)
+    target = cohorts == "target"
+    z = gmm_space(pool.X, standardize=config.standardize, n_pcs=config.n_pcs, seed=seed, fit_rows=target)
     gmm = fit_gmm(
-        z,
+        z[target],
         config.n_components,
         covariance_type=config.covariance_type,
         n_init=config.n_init,

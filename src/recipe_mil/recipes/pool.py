@@ -14,7 +14,7 @@ from recipe_mil.io.bags import read_bags
 
 logger = logging.getLogger(__name__)
 
-POOL_ROLES = ("train",)
+POOL_ROLES = ("train", "external")
 
 
 def build_pool(
@@ -65,10 +65,47 @@ def build_pool(
     return ad.AnnData(X=features, obs=obs)
 
 
+ALIGN_MODES = ("none", "centre", "standardise")
+
+
+def align_external(x: np.ndarray, cohorts: np.ndarray, mode: str) -> np.ndarray:
+    """Align the external cohort's features to the target cohort's, per feature.
+
+    Parameters
+    ----------
+    x
+        Pool embeddings (target and external rows).
+    cohorts
+        Cohort of each row.
+    mode
+        ``none``; ``centre`` (shift external rows so their mean matches the target rows');
+        ``standardise`` (also match the per-feature standard deviation). Statistics come
+        from the pool's rows only (training patients), never from held-out patients.
+
+    Returns
+    -------
+    numpy.ndarray
+        A float32 copy with the external rows aligned (target rows unchanged).
+    """
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"align_external must be one of {ALIGN_MODES}, got {mode!r}")
+    out = np.array(x, dtype=np.float32, copy=True)
+    ext, tgt = cohorts == "external", cohorts == "target"
+    if mode == "none" or not ext.any() or not tgt.any():
+        return out
+    m_t, m_e = out[tgt].mean(axis=0), out[ext].mean(axis=0)
+    if mode == "centre":
+        out[ext] = out[ext] - m_e + m_t
+    else:
+        s_t, s_e = out[tgt].std(axis=0), out[ext].std(axis=0)
+        out[ext] = (out[ext] - m_e) / np.where(s_e > 0, s_e, 1.0) * s_t + m_t
+    return out
+
+
 def gmm_space(
-    x: np.ndarray, *, standardize: bool, n_pcs: int | None, seed: int
-) -> tuple[np.ndarray, dict[str, object]]:
-    """Optionally standardise and PCA-reduce the pool before the GMM (fitted on the pool only).
+    x: np.ndarray, *, standardize: bool, n_pcs: int | None, seed: int, fit_rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Optionally standardise and PCA-reduce the pool before the GMM.
 
     Parameters
     ----------
@@ -80,23 +117,22 @@ def gmm_space(
         Number of principal components, or None/0 to keep all features.
     seed
         PCA random state.
+    fit_rows
+        Boolean mask of the rows the statistics are fitted on (default: all); the
+        transform is applied to every row.
 
     Returns
     -------
-    z
+    numpy.ndarray
         The transformed pool, float64.
-    params
-        ``mean``, ``scale`` and ``components`` so other instances can be mapped the same way.
     """
     z = np.asarray(x, dtype=np.float64)
-    mean = z.mean(axis=0) if standardize else np.zeros(z.shape[1])
-    scale = z.std(axis=0) if standardize else np.ones(z.shape[1])
+    fit = z if fit_rows is None else z[fit_rows]
+    mean = fit.mean(axis=0) if standardize else np.zeros(z.shape[1])
+    scale = fit.std(axis=0) if standardize else np.ones(z.shape[1])
     scale = np.where(scale > 0, scale, 1.0)
     z = (z - mean) / scale
-    params: dict[str, object] = {"mean": mean, "scale": scale, "components": None}
     if n_pcs and n_pcs < z.shape[1]:
-        pca = PCA(n_components=n_pcs, random_state=seed).fit(z)
-        params["components"] = pca.components_
-        params["pca_mean"] = pca.mean_
+        pca = PCA(n_components=n_pcs, random_state=seed).fit((fit - mean) / scale)
         z = pca.transform(z)
-    return z, params
+    return z
