@@ -23,3 +23,4 @@ rule all:
     default_target: True
     input:
         rules.summary.output,
+        fold_plots(),

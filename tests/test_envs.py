@@ -18,6 +18,7 @@ CONDA_NAME = {
     "yaml": "pyyaml",
     "matplotlib": "matplotlib-base",
     "PIL": "pillow",
+    "umap": "umap-learn",
 }
 
 

@@ -5,11 +5,14 @@ import sys
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from recipe_mil.evaluate import SUMMARY_COLUMNS
+from recipe_mil.io.bags import read_bag
+from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.simulate.bags import simulate_bag_cohort
 from recipe_mil.simulate.scrna import ScrnaSimParams, simulate_scrna_cohort, write_h5ad_atomic
 
@@ -32,9 +35,15 @@ TINY = {
         },
     },
     "splits": {"n_folds": 2},
-    "scenarios": {"full": True, "low_data": {"n_per_class": [2], "draws": 1}},
+    "scenarios": {
+        "full": True,
+        "low_data": {"n_per_class": [2], "draws": 1},
+        "missing_class": {"classes": ["healthy"]},
+    },
+    "methods": ["real_only", "real_external", "shuffle", "remix", "psemix", "recipe", "recipe_selected"],
     "gmm": {"n_components": [3, 6], "n_init": 1},
     "generate": {"n_per_class": 5},
+    "select": {"passes": 4, "oversample": 2},
     "mil": {"epochs": 5, "min_epochs": 1, "patience": 2, "hidden": 16, "attention_dim": 8, "device": "cpu"},
 }
 
@@ -63,18 +72,9 @@ def test_demo_config_dry_run_and_lint():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """One end-to-end run on a simulated scRNA dataset and a precomputed-bags dataset."""
+    """One end-to-end run on a simulated scRNA dataset: every scenario and method."""
     work = tmp_path_factory.mktemp("tiny")
-    sheet, _ = simulate_bag_cohort(work / "input_bags", n_per_class=6, dim=6, size_range=(40, 80), seed=2)
-    sheet.to_csv(work / "bags.tsv", sep="\t", index=False)
-    config = {
-        **TINY,
-        "datasets": {
-            **TINY["datasets"],
-            "tiny_bags": {"modality": "bags", "classes": ["healthy", "disease"], "samples": str(work / "bags.tsv")},
-        },
-    }
-    cfg = write_config(work, config)
+    cfg = write_config(work, TINY)
     res = snakemake(work, "--configfile", str(cfg), "--cores", "2", "--workflow-profile", str(REPO / "profiles/ci"))
     assert res.returncode == 0, res.stderr[-5000:]
     return work, cfg, res
@@ -84,35 +84,68 @@ def test_end_to_end_summary_rows(tiny_run):
     work, _, _ = tiny_run
     summary = pd.read_csv(work / "results/summary.tsv", sep="\t")
     assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
-    # 2 datasets x (full + low_data n=2) x 2 folds x 2 methods
-    assert len(summary) == 16
-    counts = summary.groupby(["dataset", "scenario", "method"]).size()
-    assert (counts == 2).all() and len(counts) == 8
-    assert (summary.loc[summary["method"] == "real_only", "n_synthetic"] == 0).all()
-    recipe = summary[summary["method"] == "recipe"]
-    n_classes = recipe["dataset"].map({"tiny_scrna": 3, "tiny_bags": 2})
-    assert (recipe["n_synthetic"] == 5 * n_classes).all()
+    # (full + low_data n=2) x 2 folds x 6 methods + missing_class x 2 folds x 7 methods (real_external too)
+    assert len(summary) == 2 * 2 * 6 + 2 * 7
+    counts = summary.groupby(["scenario", "method"]).size()
+    assert (counts == 2).all() and len(counts) == 2 * 6 + 7
+    assert (summary.loc[summary["method"].isin(["real_only", "real_external"]), "n_synthetic"] == 0).all()
+    augmented = summary[~summary["method"].isin(["real_only", "real_external"])]
+    # the same number of synthetic patients for every augmentation method: 5 per class
+    assert (augmented["n_synthetic"] == 15).all()
     low = summary[summary["scenario"] == "low_data"]
-    assert (low["n_real_train"] == 2 * low["dataset"].map({"tiny_scrna": 3, "tiny_bags": 2})).all()
-    assert (low["n_per_class"] == 2).all()
+    assert (low["n_real_train"] == 6).all() and (low["n_per_class"] == 2).all()
+    miss = summary[summary["scenario"] == "missing_class"]
+    assert (miss["missing_class"] == "healthy").all()
+    full_train = summary.loc[(summary["scenario"] == "full") & (summary["method"] == "real_only"), "n_real_train"]
+    n_healthy_train = full_train.to_numpy() / 3  # balanced classes
+    real_only_miss = miss.loc[miss["method"] == "real_only", "n_real_train"].to_numpy()
+    np.testing.assert_allclose(real_only_miss, full_train.to_numpy() - n_healthy_train)
+    # external healthy patients as they are: the 2 external patients join the training set
+    np.testing.assert_allclose(miss.loc[miss["method"] == "real_external", "n_real_train"], real_only_miss + 2)
     for m in ("balanced_accuracy", "accuracy", "macro_f1", "auroc"):
         assert summary[m].between(0, 1).all()
     md = (work / "results/summary.md").read_text()
     assert "| tiny_scrna | full |  | recipe | 2 |" in md
-    assert (work / "results/plots/metrics.png").stat().st_size > 10_000
+    assert "| tiny_scrna | missing_class (healthy) |  | real_external | 2 |" in md
+    assert "Wilcoxon" in md and "Realism" in md
+    realism = pd.read_csv(work / "results/realism.tsv", sep="\t")
+    assert set(realism["method"]) == {"shuffle", "remix", "psemix", "recipe", "recipe_selected"}
+    assert realism["c2st"].dropna().between(0, 1).all()
+    for png in (
+        "plots/metrics.png",
+        "plots/realism.png",
+        "tiny_scrna/plots/full/recipes.png",
+        "tiny_scrna/plots/missing_class-healthy/umap.png",
+        "tiny_scrna/plots/full/uncertainty.png",
+        "tiny_scrna/plots/full/attention.png",
+    ):
+        assert (work / "results" / png).stat().st_size > 10_000, png
 
 
 def test_end_to_end_leakage_and_outputs(tiny_run):
     work, _, _ = tiny_run
     runs = sorted((work / "results").glob("*/*/r0f*/patients.tsv"))
-    assert len(runs) == 8
+    assert len(runs) == 6
     for patients_tsv in runs:
         patients = pd.read_csv(patients_tsv, sep="\t", dtype=str)
         held_out = set(patients.loc[patients["role"].isin(["val", "test"]), "patient"])
         pool = ad.read_h5ad(patients_tsv.parent / "pool.h5ad")
         pooled = set(pool.obs["patient"].astype(str))
-        assert pooled == set(patients.loc[patients["role"] == "train", "patient"])
+        assert pooled == set(patients.loc[patients["role"].isin(["train", "external"]), "patient"])
         assert not pooled & held_out
+        for generator in ("recipe", "shuffle", "psemix", "recipe_selected"):
+            syn = read_synthetic(patients_tsv.parent / f"synthetic/{generator}.h5")
+            assert not set(pool.obs["patient"].astype(str).to_numpy()[syn.indices]) & held_out
+        if "missing_class" in str(patients_tsv):
+            # the missing class: no target training patient, its recipe from the external cohort only
+            assert not ((patients["label"] == "healthy") & patients["role"].isin(["train", "val"])).any()
+            recipes, _ = read_recipes(patients_tsv.parent / "recipes.json")
+            assert recipes["healthy"].cohort == "external"
+            assert all(p.startswith("E") for p in recipes["healthy"].patients)
+            # instance_source target: its synthetic bags are filled with target-cohort instances
+            syn = read_synthetic(patients_tsv.parent / "synthetic/recipe.h5")
+            rows = np.concatenate([b for b, lab in zip(syn.bags(), syn.label, strict=True) if lab == "healthy"])
+            assert (pool.obs["cohort"].astype(str).to_numpy()[rows] == "target").all()
         pred = pd.read_csv(patients_tsv.parent / "recipe/predictions.tsv", sep="\t", dtype={"patient": str})
         assert set(pred["patient"]) == set(patients.loc[patients["role"] == "test", "patient"])
         att = pd.read_csv(patients_tsv.parent / "recipe/attention.tsv", sep="\t", dtype={"patient": str})
@@ -120,6 +153,26 @@ def test_end_to_end_leakage_and_outputs(tiny_run):
     # every rule wrote its log
     assert (work / "logs/tiny_scrna/embed_scrna.log").stat().st_size > 0
     assert list((work / "logs").rglob("train_mil.log"))
+
+
+def test_bags_modality_end_to_end(tmp_path):
+    sheet, _ = simulate_bag_cohort(tmp_path / "input_bags", n_per_class=6, dim=6, size_range=(40, 80), seed=2)
+    sheet.to_csv(tmp_path / "bags.tsv", sep="\t", index=False)
+    config = {
+        **TINY,
+        "datasets": {
+            "bags": {"modality": "bags", "classes": ["healthy", "disease"], "samples": str(tmp_path / "bags.tsv")}
+        },
+        "scenarios": {"full": True},
+        "methods": ["real_only", "recipe"],
+    }
+    cfg = write_config(tmp_path, config)
+    res = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2", "--workflow-profile", str(REPO / "profiles/ci"))
+    assert res.returncode == 0, res.stderr[-5000:]
+    summary = pd.read_csv(tmp_path / "results/summary.tsv", sep="\t")
+    assert len(summary) == 4 and set(summary["method"]) == {"real_only", "recipe"}
+    bag = read_bag(tmp_path / "results/bags/bags/healthy_00.h5")
+    assert bag.label == "healthy" and bag.encoder == "gaussian-blobs" and bag.features.shape[1] == 6
 
 
 def test_rerun_is_noop_and_report(tiny_run):

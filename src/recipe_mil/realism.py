@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from recipe_mil.recipes.generate import SyntheticSet
 
 
 def mmd_rbf(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> float:
@@ -103,3 +107,83 @@ def realism_scores(
     out["c2st"] = c2st_accuracy(s, h, seed=seed) if ok else float("nan")
     out["c2st_ref"] = c2st_accuracy(r, h, seed=seed) if ok else float("nan")
     return out
+
+
+def realism_table(
+    synthetic_bags: Sequence[np.ndarray],
+    synthetic_labels: Sequence[str],
+    pool_bags: dict[str, list[np.ndarray]],
+    heldout_bags: dict[str, list[np.ndarray]],
+    *,
+    max_instances: int = 1500,
+    seed: int = 0,
+) -> list[dict[str, object]]:
+    """Realism scores per class: synthetic vs held-out real bags, real pooled vs held-out as reference.
+
+    Parameters
+    ----------
+    synthetic_bags, synthetic_labels
+        Generated bags (instance features) and their classes.
+    pool_bags
+        Class -> real pooled bags (training patients; for a missing class, its external patients).
+    heldout_bags
+        Class -> real held-out (test) bags of the target cohort.
+    max_instances, seed
+        See :func:`realism_scores`.
+
+    Returns
+    -------
+    list of dict
+        One row per class that has synthetic, pooled and at least two held-out bags.
+    """
+    labels = np.asarray(synthetic_labels)
+    rows = []
+    for cls in sorted(set(labels)):
+        syn = [b for b, lab in zip(synthetic_bags, labels, strict=True) if lab == cls]
+        if len(heldout_bags.get(cls, [])) < 2 or not pool_bags.get(cls):
+            continue
+        scores = realism_scores(syn, heldout_bags[cls], pool_bags[cls], max_instances=max_instances, seed=seed)
+        rows.append({"class": cls, "n_synthetic": len(syn), "n_heldout": len(heldout_bags[cls]), **scores})
+    return rows
+
+
+def realism_for_run(
+    synthetic: Mapping[str, SyntheticSet],
+    pool: ad.AnnData,
+    heldout: Mapping[str, list[np.ndarray]],
+    *,
+    max_instances: int = 1500,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Realism rows of every method of one run (selected bags only where a selection exists).
+
+    Parameters
+    ----------
+    synthetic
+        Method -> its synthetic patients.
+    pool
+        The run's pool (the embeddings index-based bags point into, and the real reference bags).
+    heldout
+        Class -> the instance features of the run's real test patients of that class.
+    max_instances, seed
+        See :func:`realism_scores`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method and class.
+    """
+    pool_bags: dict[str, list[np.ndarray]] = {}
+    labels = pool.obs["label"].astype(str).to_numpy()
+    for rows in pool.obs.groupby("patient", observed=True).indices.values():
+        pool_bags.setdefault(labels[rows[0]], []).append(pool.X[rows])
+    out = []
+    for method, syn in synthetic.items():
+        if syn.selected is not None:
+            syn = syn.subset(syn.selected)
+        feats = syn.features if syn.features is not None else pool.X
+        rows = realism_table(
+            [feats[b] for b in syn.bags()], syn.label, pool_bags, heldout, max_instances=max_instances, seed=seed
+        )
+        out += [{"method": method, **r} for r in rows]
+    return pd.DataFrame(out)

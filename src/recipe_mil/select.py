@@ -115,3 +115,28 @@ def select_bags(
             order = idx[np.lexsort((-conf, ~consistent))]
         keep[order[:n_per_class]] = True
     return keep
+
+
+def score_and_select(
+    model: nn.Module,
+    bags: BagCollection,
+    *,
+    passes: int,
+    policy: str,
+    n_per_class: int,
+    seed: int,
+    device: str = "cpu",
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Score synthetic bags by MC dropout and keep ``n_per_class`` per class by ``policy``.
+
+    Returns
+    -------
+    scores
+        Output of :func:`uncertainty_scores`.
+    keep
+        Boolean mask of the selected bags.
+    """
+    probs = mc_dropout_probs(model, bags, passes=passes, seed=seed, device=device)
+    scores = uncertainty_scores(probs, bags.labels)
+    keep = select_bags(scores, bags.labels, policy=policy, n_per_class=n_per_class, classes=np.unique(bags.labels))
+    return scores, keep

@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from recipe_mil.embed.scrna import h5ad_patients  # noqa: E402
 from recipe_mil.sheets import check_sheet, load_sheet  # noqa: E402
 from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
-from recipe_mil.splits import make_splits  # noqa: E402
+from recipe_mil.augment import AUGMENTED_METHODS, GENERATORS, METHODS  # noqa: E402
+from recipe_mil.splits import SCENARIO_PATTERN, make_splits  # noqa: E402
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -73,11 +74,36 @@ SHEETS = {ds: load_dataset_sheet(ds) for ds in config["datasets"]}
 
 
 def scenario_ids():
-    """Scenario ids of the config: full and low_data-n{n}-d{draw}."""
+    """Scenario ids of the config: full, low_data-n{n}-d{draw} and missing_class-{class}."""
     ids = ["full"] if config["scenarios"]["full"] else []
     low = config["scenarios"]["low_data"]
     ids += [f"low_data-n{n}-d{d}" for n in low["n_per_class"] for d in range(low["draws"])]
+    ids += [f"missing_class-{c}" for c in config["scenarios"]["missing_class"]["classes"]]
     return ids
+
+
+def dataset_scenarios(dataset):
+    """Scenario ids that apply to a dataset (a missing class must be one of its classes)."""
+    classes = config["datasets"][dataset]["classes"]
+    return [s for s in scenario_ids() if not s.startswith("missing_class-") or s.split("-", 1)[1] in classes]
+
+
+def scenario_methods(scenario):
+    """Methods run in a scenario: real_external only where a class is missing."""
+    return [m for m in config["methods"] if m != "real_external" or scenario.startswith("missing_class-")]
+
+
+def check_missing_class(dataset):
+    """Fail before any job runs if a missing_class scenario has no external patient of that class."""
+    sheet = SHEETS[dataset]
+    for scenario in dataset_scenarios(dataset):
+        if scenario.startswith("missing_class-"):
+            cls = scenario.split("-", 1)[1]
+            if not ((sheet["cohort"] == "external") & (sheet["label"] == cls)).any():
+                raise ValueError(
+                    f"config: scenarios.missing_class.classes has {cls!r} but dataset {dataset!r} has no "
+                    f"external-cohort patient of that class to learn its recipe from"
+                )
 
 
 def check_low_data(dataset):
@@ -99,6 +125,7 @@ def check_low_data(dataset):
 
 for _ds in SHEETS:
     check_low_data(_ds)
+    check_missing_class(_ds)
 
 
 def dataset_sheet_path(dataset):
@@ -129,25 +156,64 @@ def input_bag(wildcards):
     return sheet.loc[sheet["patient"] == wildcards.patient, "path"].iloc[0]
 
 
+def run_dir(wildcards):
+    """The folder of one dataset / scenario / repeat / fold."""
+    return f"{RESULTS}/{wildcards.dataset}/{wildcards.scenario}/r{wildcards.repeat}f{wildcards.fold}"
+
+
 def synthetic_inputs(wildcards):
     """Pool and synthetic patients for the methods that train on them."""
-    if wildcards.method == "real_only":
+    if wildcards.method not in AUGMENTED_METHODS:
         return {}
-    run = f"{RESULTS}/{wildcards.dataset}/{wildcards.scenario}/r{wildcards.repeat}f{wildcards.fold}"
-    return {"pool": f"{run}/pool.h5ad", "synthetic": f"{run}/synthetic.h5"}
+    run = run_dir(wildcards)
+    return {"pool": f"{run}/pool.h5ad", "synthetic": f"{run}/synthetic/{wildcards.method}.h5"}
 
 
-def all_metrics():
-    """metrics.json of every dataset x scenario x repeat x fold x method."""
+def generators():
+    """Synthetic-bag generators the configured methods need (one generate job writes them all)."""
+    gens = [m for m in config["methods"] if m in GENERATORS]
+    if "recipe_selected" in config["methods"]:
+        gens.append("recipe_candidates")
+    return gens
+
+
+def realism_inputs(wildcards):
+    """The synthetic patients of every augmentation method of one run."""
+    run = run_dir(wildcards)
+    return {m: f"{run}/synthetic/{m}.h5" for m in config["methods"] if m in AUGMENTED_METHODS}
+
+
+def run_files(name):
+    """A per-run output file of every dataset x scenario x repeat x fold."""
     s = config["splits"]
     return [
-        f"{RESULTS}/{ds}/{sc}/r{r}f{f}/{m}/metrics.json"
+        f"{RESULTS}/{ds}/{sc}/r{r}f{f}/{name}"
         for ds in SHEETS
-        for sc in scenario_ids()
+        for sc in dataset_scenarios(ds)
         for r in range(s["n_repeats"])
         for f in range(s["n_folds"])
-        for m in config["methods"]
     ]
+
+
+def run_outputs(name, methods=None):
+    """A per-method output file of every dataset x scenario x repeat x fold x method."""
+    s = config["splits"]
+    return [
+        f"{RESULTS}/{ds}/{sc}/r{r}f{f}/{m}/{name}"
+        for ds in SHEETS
+        for sc in dataset_scenarios(ds)
+        for r in range(s["n_repeats"])
+        for f in range(s["n_folds"])
+        for m in scenario_methods(sc)
+        if methods is None or m in methods
+    ]
+
+
+def fold_plots():
+    """Per-dataset, per-scenario figures of the first fold (when the recipe method runs)."""
+    if "recipe" not in config["methods"]:
+        return []
+    return [f"{RESULTS}/{ds}/plots/{sc}/recipes.png" for ds in SHEETS for sc in dataset_scenarios(ds)]
 
 
 SCRNA_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "scrna"]
@@ -164,7 +230,7 @@ def alternation(values):
 wildcard_constraints:
     dataset=alternation(SHEETS),
     patient=alternation(ALL_PATIENTS),
-    scenario=r"full|low_data-n\d+-d\d+",
+    scenario=SCENARIO_PATTERN,
     repeat=r"\d+",
     fold=r"\d+",
-    method=alternation(["real_only", "recipe"]),
+    method=alternation(METHODS),

@@ -11,6 +11,7 @@ rule train_mil:
         metrics=f"{RUN}/{{method}}/metrics.json",
         attention=f"{RUN}/{{method}}/attention.tsv",
         history=f"{RUN}/{{method}}/history.tsv",
+        model=f"{RUN}/{{method}}/model.pt",
     log:
         "logs/{dataset}/{scenario}/r{repeat}f{fold}/{method}/train_mil.log",
     benchmark:
@@ -26,3 +27,24 @@ rule train_mil:
         seed=config["seed"],
     script:
         "../scripts/train_mil.py"
+
+
+rule realism:
+    input:
+        unpack(realism_inputs),
+        pool=rules.recipes.output.pool,
+        patients=rules.scenario_patients.output.patients,
+        bags=dataset_bags,
+    output:
+        realism=f"{RUN}/realism.tsv",
+    log:
+        "logs/{dataset}/{scenario}/r{repeat}f{fold}/realism.log",
+    benchmark:
+        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/realism.tsv"
+    conda:
+        "../../envs/recipes.yaml"
+    params:
+        max_instances=config["realism"]["max_instances"],
+        seed=config["seed"],
+    script:
+        "../scripts/realism.py"

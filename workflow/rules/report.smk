@@ -7,7 +7,8 @@ localrules:
 
 rule summary:
     input:
-        metrics=all_metrics(),
+        metrics=run_outputs("metrics.json"),
+        realism=run_files("realism.tsv") if any(m in AUGMENTED_METHODS for m in config["methods"]) else [],
     output:
         tsv=report(
             f"{RESULTS}/summary.tsv",
@@ -15,12 +16,29 @@ rule summary:
             category="Results",
             labels={"table": "summary (per run)"},
         ),
-        md=f"{RESULTS}/summary.md",
+        md=report(
+            f"{RESULTS}/summary.md",
+            caption="../report/summary_md.rst",
+            category="Results",
+            labels={"table": "summary (mean ± sd, tests, realism)"},
+        ),
+        realism=report(
+            f"{RESULTS}/realism.tsv",
+            caption="../report/realism.rst",
+            category="Realism",
+            labels={"table": "realism (per run and class)"},
+        ),
         plot=report(
             f"{RESULTS}/plots/metrics.png",
             caption="../report/metrics.rst",
             category="Results",
             labels={"figure": "balanced accuracy per scenario and method"},
+        ),
+        realism_plot=report(
+            f"{RESULTS}/plots/realism.png",
+            caption="../report/realism.rst",
+            category="Realism",
+            labels={"figure": "realism scores"},
         ),
     log:
         "logs/summary.log",
@@ -30,6 +48,59 @@ rule summary:
         "../../envs/report.yaml"
     script:
         "../scripts/summary.py"
+
+
+rule plot_fold:
+    input:
+        recipes=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipes.json",
+        pool=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/pool.h5ad",
+        synthetic=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/synthetic/recipe.h5",
+        selected=lambda wildcards: (
+            f"{RESULTS}/{wildcards.dataset}/{wildcards.scenario}/r0f0/synthetic/recipe_selected.h5"
+            if "recipe_selected" in config["methods"]
+            else []
+        ),
+        attention=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipe/attention.tsv",
+        predictions=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipe/predictions.tsv",
+    output:
+        recipes=report(
+            f"{RESULTS}/{{dataset}}/plots/{{scenario}}/recipes.png",
+            caption="../report/recipes.rst",
+            category="Recipes",
+            subcategory="{dataset}",
+            labels={"scenario": "{scenario}", "figure": "recipe heatmap"},
+        ),
+        umap=report(
+            f"{RESULTS}/{{dataset}}/plots/{{scenario}}/umap.png",
+            caption="../report/umap.rst",
+            category="Pools",
+            subcategory="{dataset}",
+            labels={"scenario": "{scenario}", "figure": "pool UMAP"},
+        ),
+        attention=report(
+            f"{RESULTS}/{{dataset}}/plots/{{scenario}}/attention.png",
+            caption="../report/attention.rst",
+            category="Attention",
+            subcategory="{dataset}",
+            labels={"scenario": "{scenario}", "figure": "top-attention instances"},
+        ),
+        uncertainty=report(
+            f"{RESULTS}/{{dataset}}/plots/{{scenario}}/uncertainty.png",
+            caption="../report/uncertainty.rst",
+            category="Uncertainty",
+            subcategory="{dataset}",
+            labels={"scenario": "{scenario}", "figure": "MC-dropout scores"},
+        ),
+    log:
+        "logs/{dataset}/plots/{scenario}.log",
+    benchmark:
+        "benchmarks/{dataset}/plots/{scenario}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    params:
+        seed=config["seed"],
+    script:
+        "../scripts/plot_fold.py"
 
 
 onsuccess:

@@ -2,13 +2,19 @@ from _common import start
 
 log = start(snakemake)
 
+import pandas as pd
+
 from recipe_mil.evaluate import collect_metrics, summary_markdown
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
-from recipe_mil.plots import plot_metrics
+from recipe_mil.plots import plot_metrics, plot_realism
 
 summary = collect_metrics(snakemake.input.metrics)
-with atomic_path(snakemake.output.tsv) as tmp:
-    summary.to_csv(tmp, sep="\t", index=False)
-write_text_atomic(snakemake.output.md, summary_markdown(summary))
+tables = [pd.read_csv(p, sep="\t") for p in snakemake.input.realism]
+realism = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else pd.DataFrame()
+for path, frame in ((snakemake.output.tsv, summary), (snakemake.output.realism, realism)):
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False)
+write_text_atomic(snakemake.output.md, summary_markdown(summary, realism))
 plot_metrics(summary, snakemake.output.plot)
+plot_realism(realism, snakemake.output.realism_plot)
 log.info("summary of %d runs written to %s", len(summary), snakemake.output.tsv)

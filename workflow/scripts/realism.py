@@ -1,0 +1,34 @@
+from _common import start
+
+log = start(snakemake)
+
+from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+
+from recipe_mil.io.atomic import atomic_path
+from recipe_mil.io.bags import read_bag
+from recipe_mil.io.synthetic import read_synthetic
+from recipe_mil.realism import realism_for_run
+from recipe_mil.seeds import derive_seed
+
+w = snakemake.wildcards
+fixed = {"pool", "patients", "bags"}
+synthetic = {k: read_synthetic(v) for k, v in snakemake.input.items() if k not in fixed}
+patients = pd.read_csv(snakemake.input.patients, sep="\t", dtype={"patient": str, "label": str})
+bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
+heldout = {}
+for row in patients[patients["role"] == "test"].itertuples():
+    heldout.setdefault(row.label, []).append(read_bag(bag_paths[row.patient]).features)
+table = realism_for_run(
+    synthetic,
+    ad.read_h5ad(snakemake.input.pool),
+    heldout,
+    max_instances=snakemake.params.max_instances,
+    seed=derive_seed(snakemake.params.seed, "realism", w.dataset, w.scenario, w.repeat, w.fold),
+)
+table = table.assign(dataset=w.dataset, scenario=w.scenario, repeat=int(w.repeat), fold=int(w.fold))
+with atomic_path(snakemake.output.realism) as tmp:
+    table.to_csv(tmp, sep="\t", index=False)
+log.info("realism:\n%s", table.to_string())
