@@ -149,11 +149,6 @@ def run_method(
     return RunResult(predictions=pred, metrics=metrics, attention=att, history=fit.history, model=fit.model)
 
 
-def fold_methods(methods: Sequence[str], scenario: str) -> list[str]:
-    """The methods that run in a scenario: ``real_external`` only where a class is missing."""
-    return [m for m in methods if m != "real_external" or scenario.startswith("missing_class")]
-
-
 def run_fold(
     patients: pd.DataFrame,
     bag_paths: Mapping[str, str],

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from recipe_mil.embed.scrna import h5ad_patients  # noqa: E402
 from recipe_mil.sheets import check_sheet, load_sheet  # noqa: E402
 from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
-from recipe_mil.augment import AUGMENTED_METHODS, GENERATORS, METHODS  # noqa: E402
+from recipe_mil.augment import AUGMENTED_METHODS, GENERATORS  # noqa: E402
 from recipe_mil.splits import SCENARIO_PATTERN, make_splits  # noqa: E402
 
 
@@ -161,12 +161,18 @@ def run_dir(wildcards):
     return f"{RESULTS}/{wildcards.dataset}/{wildcards.scenario}/r{wildcards.repeat}f{wildcards.fold}"
 
 
-def synthetic_inputs(wildcards):
-    """Pool and synthetic patients for the methods that train on them."""
-    if wildcards.method not in AUGMENTED_METHODS:
+def fold_methods():
+    """Methods trained by the per-fold training job (real_external has its own job)."""
+    return [m for m in config["methods"] if m != "real_external"]
+
+
+def fold_synthetic_inputs(wildcards):
+    """Pool and every generator's synthetic patients for the per-fold training job."""
+    gens = generators()
+    if not gens:
         return {}
     run = run_dir(wildcards)
-    return {"pool": f"{run}/pool.h5ad", "synthetic": f"{run}/synthetic/{wildcards.method}.h5"}
+    return {"pool": f"{run}/pool.h5ad", **{f"synthetic__{g}": f"{run}/synthetic/{g}.h5" for g in gens}}
 
 
 def generators():
@@ -233,4 +239,3 @@ wildcard_constraints:
     scenario=SCENARIO_PATTERN,
     repeat=r"\d+",
     fold=r"\d+",
-    method=alternation(METHODS),

@@ -85,25 +85,3 @@ rule generate:
         seed=config["seed"],
     script:
         "../scripts/generate.py"
-
-
-rule score_synthetic:
-    input:
-        candidates=f"{RUN}/synthetic/recipe_candidates.h5",
-        pool=rules.recipes.output.pool,
-        model=f"{RUN}/real_only/model.pt",
-    output:
-        synthetic=f"{RUN}/synthetic/recipe_selected.h5",
-    log:
-        "logs/{dataset}/{scenario}/r{repeat}f{fold}/score_synthetic.log",
-    benchmark:
-        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/score_synthetic.tsv"
-    conda:
-        "../../envs/mil.yaml"
-    params:
-        classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
-        select=config["select"],
-        n_per_class=config["generate"]["n_per_class"],
-        seed=config["seed"],
-    script:
-        "../scripts/score_synthetic.py"
