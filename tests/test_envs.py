@@ -19,6 +19,7 @@ CONDA_NAME = {
     "matplotlib": "matplotlib-base",
     "PIL": "pillow",
     "umap": "umap-learn",
+    "skimage": "scikit-image",
 }
 
 
@@ -39,9 +40,16 @@ def directive(body, key):
     return m.group(1) if m else None
 
 
+def env_entries(env_file: Path) -> list[str]:
+    """Conda and pip requirement strings of an env file."""
+    out = []
+    for d in yaml.safe_load(env_file.read_text())["dependencies"]:
+        out += d["pip"] if isinstance(d, dict) else [d]
+    return out
+
+
 def env_packages(env_file: Path) -> set[str]:
-    deps = yaml.safe_load(env_file.read_text())["dependencies"]
-    return {re.split(r"[=<>! ]", d, maxsplit=1)[0] for d in deps if isinstance(d, str)}
+    return {re.split(r"[=<>! ]", d, maxsplit=1)[0].lower() for d in env_entries(env_file)}
 
 
 def module_file(name: str) -> Path | None:
@@ -97,9 +105,8 @@ def test_every_rule_has_log_benchmark_and_existing_env():
 
 def test_env_files_are_pinned():
     for env in sorted((REPO / "envs").glob("*.yaml")):
-        deps = yaml.safe_load(env.read_text())["dependencies"]
-        for d in deps:
-            assert isinstance(d, str) and re.search(r"[=<>]", d), f"{env.name}: {d!r} is not pinned"
+        for d in env_entries(env):
+            assert re.search(r"[=<>]", d), f"{env.name}: {d!r} is not pinned"
 
 
 def test_every_import_of_a_rule_script_is_in_its_env():

@@ -14,6 +14,7 @@ from recipe_mil.evaluate import SUMMARY_COLUMNS
 from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.simulate.bags import simulate_bag_cohort
+from recipe_mil.simulate.flow import FLOW_PANEL
 from recipe_mil.simulate.scrna import ScrnaSimParams, simulate_scrna_cohort, write_h5ad_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,3 +232,43 @@ def test_bad_input_fails_before_any_job(tmp_path, rows, config_patch, message):
         assert res.returncode != 0
         assert message in res.stderr + res.stdout
         assert not (tmp_path / "results").exists()
+
+
+def test_flow_and_image_modalities_end_to_end(tmp_path):
+    """Simulated FCS files and smear crops through embedding, recipes and MIL (small: mechanics, not accuracy)."""
+    config = {
+        **TINY,
+        "datasets": {
+            "tiny_flow": {
+                "modality": "flow",
+                "classes": ["healthy", "aml", "low_blast"],
+                "simulate": {
+                    "n_patients_per_class": 4,
+                    "events_mean": 600,
+                    "events_sd": 50,
+                    "min_events": 300,
+                    "external": {"classes": ["healthy"], "n_patients_per_class": 1},
+                },
+                "flow": {"max_events": 300, "panel": FLOW_PANEL},
+            },
+            "tiny_smear": {
+                "modality": "image",
+                "classes": ["healthy", "aml", "eosinophilia"],
+                "simulate": {"n_patients_per_class": 4, "crops_per_patient_mean": 12, "min_crops_per_patient": 8},
+            },
+        },
+        "scenarios": {"full": True},
+        "methods": ["real_only", "recipe"],
+    }
+    cfg = write_config(tmp_path, config)
+    res = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2", "--workflow-profile", str(REPO / "profiles/ci"))
+    assert res.returncode == 0, res.stderr[-5000:]
+    summary = pd.read_csv(tmp_path / "results/summary.tsv", sep="\t")
+    assert len(summary) == 2 * 2 * 2 and set(summary["dataset"]) == {"tiny_flow", "tiny_smear"}
+    flow_bag = read_bag(tmp_path / "results/tiny_flow/bags/F000.h5")
+    # the whole panel, matched across both simulated instruments by alias
+    assert flow_bag.features.shape == (300, len(FLOW_PANEL)) and flow_bag.encoder == "flow-logicle"
+    ext_bag = read_bag(tmp_path / "results/tiny_flow/bags/X000.h5")
+    assert ext_bag.features.shape[1] == len(FLOW_PANEL)
+    smear_bag = read_bag(tmp_path / "results/tiny_smear/bags/P000.h5")
+    assert smear_bag.encoder == "morphology" and smear_bag.instance_ids[0].endswith(".png")

@@ -23,7 +23,8 @@ RESULTS = "results"
 def simulated_dataset_sheet(dataset):
     """The sheet of a simulated dataset, computed from the simulator's design (no data needed)."""
     ds = config["datasets"][dataset]
-    return simulated_sheet(*sim_params_from_config(ds["simulate"], ds["classes"]))
+    target, external = sim_params_from_config(ds["simulate"], ds["classes"], ds["modality"])
+    return simulated_sheet(target, external, modality=ds["modality"], raw_dir=f"{RESULTS}/{dataset}/raw/files")
 
 
 def raw_path(dataset, which):
@@ -63,7 +64,7 @@ def load_dataset_sheet(dataset):
         source=source,
         classes=ds["classes"],
         n_folds=n_folds,
-        file_paths=ds["modality"] != "scrna",
+        file_paths=ds["modality"] != "scrna" and "simulate" not in ds,
         known_patients=known,
     )
     validate(sheet, schema="../schemas/samples.schema.yaml")
@@ -150,10 +151,35 @@ def dataset_bags(wildcards):
     return bag_files(wildcards.dataset)
 
 
-def input_bag(wildcards):
-    """The precomputed bag file of one patient (bags modality)."""
+def patient_path(wildcards):
+    """The sheet's path of one patient: bag file, FCS file or image folder."""
     sheet = SHEETS[wildcards.dataset]
     return sheet.loc[sheet["patient"] == wildcards.patient, "path"].iloc[0]
+
+
+def input_bag(wildcards):
+    """The precomputed bag file of one patient (bags modality)."""
+    return patient_path(wildcards)
+
+
+def raw_input(wildcards):
+    """An FCS file or image folder: the simulator's raw folder when simulated (a directory output)."""
+    if "simulate" in config["datasets"][wildcards.dataset]:
+        return f"{RESULTS}/{wildcards.dataset}/raw/files"
+    return patient_path(wildcards)
+
+
+def patient_label(wildcards):
+    """The sheet's label of one patient."""
+    sheet = SHEETS[wildcards.dataset]
+    return sheet.loc[sheet["patient"] == wildcards.patient, "label"].iloc[0]
+
+
+def flow_files(wildcards):
+    """Every FCS file of a flow dataset (or the simulator's raw folder)."""
+    if "simulate" in config["datasets"][wildcards.dataset]:
+        return [f"{RESULTS}/{wildcards.dataset}/raw/files"]
+    return list(SHEETS[wildcards.dataset]["path"])
 
 
 def run_dir(wildcards):
@@ -225,6 +251,9 @@ def fold_plots():
 SCRNA_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "scrna"]
 SIMULATED_DATASETS = [ds for ds, d in config["datasets"].items() if "simulate" in d]
 BAGS_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "bags"]
+FLOW_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "flow"]
+IMAGE_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "image"]
+SIMULATED_FILE_DATASETS = [ds for ds in SIMULATED_DATASETS if ds in FLOW_DATASETS + IMAGE_DATASETS]
 ALL_PATIENTS = sorted({p for sheet in SHEETS.values() for p in sheet["patient"]})
 
 

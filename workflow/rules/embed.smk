@@ -45,3 +45,70 @@ rule import_bag:
         .at[wildcards.patient, "label"],
     script:
         "../scripts/import_bag.py"
+
+
+rule flow_panel:
+    input:
+        files=flow_files,
+    output:
+        panel=f"{RESULTS}/{{dataset}}/flow_panel.tsv",
+    log:
+        "logs/{dataset}/flow_panel.log",
+    benchmark:
+        "benchmarks/{dataset}/flow_panel.tsv"
+    conda:
+        "../../envs/embed-flow.yaml"
+    wildcard_constraints:
+        dataset=alternation(FLOW_DATASETS),
+    params:
+        paths=lambda wildcards: list(SHEETS[wildcards.dataset]["path"]),
+        panel=lambda wildcards: config["datasets"][wildcards.dataset]["flow"]["panel"],
+    script:
+        "../scripts/flow_panel.py"
+
+
+rule embed_flow:
+    input:
+        raw=raw_input,
+        panel=rules.flow_panel.output.panel,
+    output:
+        bag=f"{RESULTS}/{{dataset}}/bags/{{patient}}.h5",
+    log:
+        "logs/{dataset}/embed_flow/{patient}.log",
+    benchmark:
+        "benchmarks/{dataset}/embed_flow/{patient}.tsv"
+    conda:
+        "../../envs/embed-flow.yaml"
+    wildcard_constraints:
+        dataset=alternation(FLOW_DATASETS),
+    params:
+        fcs=patient_path,
+        label=patient_label,
+        flow=lambda wildcards: config["datasets"][wildcards.dataset]["flow"],
+        seed=config["seed"],
+    script:
+        "../scripts/embed_flow.py"
+
+
+rule embed_image:
+    input:
+        raw=raw_input,
+    output:
+        bag=f"{RESULTS}/{{dataset}}/bags/{{patient}}.h5",
+    log:
+        "logs/{dataset}/embed_image/{patient}.log",
+    benchmark:
+        "benchmarks/{dataset}/embed_image/{patient}.tsv"
+    conda:
+        "../../envs/embed-image.yaml"
+    threads: 1
+    resources:
+        gpu=1,
+    wildcard_constraints:
+        dataset=alternation(IMAGE_DATASETS),
+    params:
+        folder=patient_path,
+        label=patient_label,
+        image=lambda wildcards: config["datasets"][wildcards.dataset]["image"],
+    script:
+        "../scripts/embed_image.py"

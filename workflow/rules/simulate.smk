@@ -19,3 +19,23 @@ rule simulate_scrna:
         classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
     script:
         "../scripts/simulate_scrna.py"
+
+
+rule simulate_files:
+    output:
+        files=directory(f"{RESULTS}/{{dataset}}/raw/files"),
+        sheet=f"{RESULTS}/{{dataset}}/raw/samples.tsv",
+    log:
+        "logs/{dataset}/simulate_files.log",
+    benchmark:
+        "benchmarks/{dataset}/simulate_files.tsv"
+    conda:
+        "../../envs/simulate.yaml"
+    wildcard_constraints:
+        dataset=alternation(SIMULATED_FILE_DATASETS),
+    params:
+        sim=lambda wildcards: config["datasets"][wildcards.dataset]["simulate"],
+        classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
+        modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
+    script:
+        "../scripts/simulate_files.py"

@@ -1,69 +1,92 @@
-"""A simulated scRNA-seq dataset as the workflow uses it: target + external cohort + sheet."""
+"""Simulated datasets as the workflow uses them: target + external cohort + sample sheet, per modality."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from recipe_mil.io.atomic import atomic_path
-from recipe_mil.simulate.scrna import (
-    ScrnaSimParams,
-    cohort_design,
-    external_params,
-    simulate_scrna_cohort,
-    write_h5ad_atomic,
-)
+
+#: modality -> (module, parameter class, external-parameter function)
+SIMULATORS = {
+    "scrna": ("recipe_mil.simulate.scrna", "ScrnaSimParams", "external_params"),
+    "flow": ("recipe_mil.simulate.flow", "FlowSimParams", "external_flow_params"),
+    "image": ("recipe_mil.simulate.image", "ImageSimParams", "external_image_params"),
+}
 
 
-def sim_params_from_config(
-    sim: Mapping[str, object], classes: Sequence[str]
-) -> tuple[ScrnaSimParams, ScrnaSimParams | None]:
+def _simulator(modality: str) -> tuple[Any, Any, Any]:
+    if modality not in SIMULATORS:
+        raise ValueError(f"no simulator for modality {modality!r}; choose one of {sorted(SIMULATORS)}")
+    module_name, params_name, external_name = SIMULATORS[modality]
+    module = importlib.import_module(module_name)
+    return module, getattr(module, params_name), getattr(module, external_name)
+
+
+def sim_params_from_config(sim: Mapping[str, Any], classes: Sequence[str], modality: str = "scrna") -> tuple[Any, Any]:
     """Build simulator parameters from a dataset's ``simulate`` config block.
 
     Parameters
     ----------
     sim
-        The block: simulator keys plus an optional ``external`` sub-block
-        (``classes``, ``n_patients_per_class``, ``batch_shift``).
+        The block: the modality simulator's parameters plus an optional ``external``
+        sub-block passed to its external-cohort function (``classes``,
+        ``n_patients_per_class`` and the modality's shift: ``batch_shift``,
+        ``intensity_shift_sd``/``instrument`` or ``stain_shift``).
     classes
         The dataset's classes.
+    modality
+        ``scrna``, ``flow`` or ``image``.
 
     Returns
     -------
     tuple
         Target-cohort parameters and external-cohort parameters (None without ``external``).
     """
-    target = ScrnaSimParams(classes=tuple(classes), **{k: v for k, v in sim.items() if k != "external"})
+    _, params_cls, external_fn = _simulator(modality)
+    target = params_cls(classes=tuple(classes), **{k: v for k, v in sim.items() if k != "external"})
     ext = sim.get("external")
     if not ext:
         return target, None
-    return target, external_params(
-        target,
-        classes=tuple(ext["classes"]),
-        n_patients_per_class=int(ext["n_patients_per_class"]),
-        batch_shift=float(ext["batch_shift"]),
-    )
+    ext = {k: (tuple(v) if isinstance(v, list) else v) for k, v in ext.items()}
+    return target, external_fn(target, **ext)
 
 
-def simulated_sheet(target: ScrnaSimParams, external: ScrnaSimParams | None) -> pd.DataFrame:
-    """Build the sample sheet of a simulated dataset from the design alone (no counts simulated)."""
-    parts = [cohort_design(target)] + ([cohort_design(external)] if external else [])
+def raw_location(raw_dir: str | os.PathLike[str], modality: str, cohort: str, patient: str) -> str:
+    """Where the simulator writes a patient's raw data (the sheet's ``path``)."""
+    if modality == "scrna":
+        return patient
+    base = Path(raw_dir) / cohort
+    return str(base / f"{patient}.fcs") if modality == "flow" else str(base / patient)
+
+
+def simulated_sheet(
+    target: Any, external: Any | None, *, modality: str = "scrna", raw_dir: str | os.PathLike[str] = ""
+) -> pd.DataFrame:
+    """Build the sample sheet of a simulated dataset from the design alone (nothing simulated)."""
+    module, _, _ = _simulator(modality)
+    parts = [module.cohort_design(target)] + ([module.cohort_design(external)] if external else [])
     sheet = pd.concat(parts, ignore_index=True)
-    sheet["path"] = sheet["patient"]
+    sheet["path"] = [
+        raw_location(raw_dir, modality, c, p) for c, p in zip(sheet["cohort"], sheet["patient"], strict=True)
+    ]
     return sheet[["patient", "label", "path", "cohort"]]
 
 
 def simulate_dataset(
-    sim: Mapping[str, object],
+    sim: Mapping[str, Any],
     *,
     classes: Sequence[str],
     target_path: str | os.PathLike[str],
     external_path: str | os.PathLike[str],
     sheet_path: str | os.PathLike[str],
 ) -> None:
-    """Simulate and write the target cohort, the external cohort (possibly empty) and the sheet.
+    """Simulate and write an scRNA-seq target cohort, external cohort (possibly empty) and sheet.
 
     Parameters
     ----------
@@ -75,10 +98,46 @@ def simulate_dataset(
     sheet_path
         TSV destination of the sample sheet.
     """
-    target, external = sim_params_from_config(sim, classes)
-    adata = simulate_scrna_cohort(target)
-    write_h5ad_atomic(adata, target_path)
-    ext = simulate_scrna_cohort(external) if external else adata[:0].copy()
-    write_h5ad_atomic(ext, external_path)
+    module, _, _ = _simulator("scrna")
+    target, external = sim_params_from_config(sim, classes, "scrna")
+    adata = module.simulate_scrna_cohort(target)
+    module.write_h5ad_atomic(adata, target_path)
+    ext = module.simulate_scrna_cohort(external) if external else adata[:0].copy()
+    module.write_h5ad_atomic(ext, external_path)
     with atomic_path(sheet_path) as tmp:
         simulated_sheet(target, external).to_csv(tmp, sep="\t", index=False)
+
+
+def simulate_file_dataset(
+    sim: Mapping[str, Any],
+    *,
+    modality: str,
+    classes: Sequence[str],
+    raw_dir: str | os.PathLike[str],
+    sheet_path: str | os.PathLike[str],
+) -> pd.DataFrame:
+    """Simulate a flow (one FCS per patient) or image (one crop folder per patient) dataset.
+
+    Files go to ``raw_dir/target/`` and ``raw_dir/external/``; the sheet's paths point to them
+    and equal those of :func:`simulated_sheet`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The sample sheet (also written to ``sheet_path``).
+    """
+    module, _, _ = _simulator(modality)
+    run = module.simulate_flow_cohort if modality == "flow" else module.simulate_image_cohort
+    target, external = sim_params_from_config(sim, classes, modality)
+    parts = [run(target, Path(raw_dir) / "target")]
+    if external:
+        parts.append(run(external, Path(raw_dir) / "external"))
+    else:
+        (Path(raw_dir) / "external").mkdir(parents=True, exist_ok=True)
+    sheet = pd.concat(parts, ignore_index=True)[["patient", "label", "path", "cohort"]]
+    expected = simulated_sheet(target, external, modality=modality, raw_dir=raw_dir)
+    if list(map(str, sheet["path"])) != list(expected["path"]):
+        raise RuntimeError("simulator wrote files where the sheet does not expect them")
+    with atomic_path(sheet_path) as tmp:
+        sheet.to_csv(tmp, sep="\t", index=False)
+    return sheet

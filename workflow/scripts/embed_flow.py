@@ -1,0 +1,19 @@
+from _common import start
+
+log = start(snakemake)
+
+import pandas as pd
+
+from recipe_mil.embed.flow import FlowEmbedParams, write_flow_bag
+
+features = pd.read_csv(snakemake.input.panel, sep="\t")["feature"].tolist()
+params = FlowEmbedParams(**snakemake.params.flow, seed=snakemake.params.seed)
+write_flow_bag(
+    snakemake.params.fcs,
+    snakemake.output.bag,
+    patient=snakemake.wildcards.patient,
+    label=snakemake.params.label,
+    params=params,
+    features=features,
+)
+log.info("wrote %s from %s", snakemake.output.bag, snakemake.params.fcs)
