@@ -40,6 +40,7 @@ import pandas as pd
 
 from recipe_mil.io.atomic import atomic_path
 from recipe_mil.seeds import derive_seed
+from recipe_mil.simulate.common import cohort_design
 
 TRUTH_FILE = "flow_truth.json"
 """Ground truth written next to the FCS files."""
@@ -265,29 +266,6 @@ def class_mean_proportions(params: FlowSimParams) -> dict[str, np.ndarray]:
             raise ValueError(f"class_proportions[{c!r}] must be {len(POPULATIONS)} positive values, got {list(p)}")
         out[c] = p / p.sum()
     return out
-
-
-def _patient_ids(params: FlowSimParams) -> list[str]:
-    n = len(params.classes) * params.n_patients_per_class
-    width = max(3, len(str(n - 1)))
-    return [f"{params.patient_prefix}{i:0{width}d}" for i in range(n)]
-
-
-def cohort_design(params: FlowSimParams) -> pd.DataFrame:
-    """List the simulated cohort's patients, without simulating any event.
-
-    Parameters
-    ----------
-    params
-        Simulation parameters.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``patient``, ``label``, ``cohort``, grouped by class in the order of ``params.classes``.
-    """
-    labels = [c for c in params.classes for _ in range(params.n_patients_per_class)]
-    return pd.DataFrame({"patient": _patient_ids(params), "label": labels, "cohort": params.cohort})
 
 
 def spillover_matrix(instrument: str) -> tuple[list[str], np.ndarray]:

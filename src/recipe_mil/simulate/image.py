@@ -42,6 +42,7 @@ from scipy import ndimage
 
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
 from recipe_mil.seeds import derive_seed
+from recipe_mil.simulate.common import cohort_design
 
 CELL_TYPES: tuple[str, ...] = ("neutrophil", "lymphocyte", "monocyte", "myeloblast", "eosinophil")
 """The simulated white-cell types, in the order of every proportion vector."""
@@ -229,33 +230,6 @@ def class_mean_proportions(params: ImageSimParams) -> dict[str, np.ndarray]:
             )
         out[c] = p / p.sum()
     return out
-
-
-def _patient_ids(params: ImageSimParams) -> list[str]:
-    n = len(params.classes) * params.n_patients_per_class
-    width = max(3, len(str(n - 1)))
-    return [f"{params.patient_prefix}{i:0{width}d}" for i in range(n)]
-
-
-def cohort_design(params: ImageSimParams) -> pd.DataFrame:
-    """List the simulated cohort's patients, without rendering any image.
-
-    Parameters
-    ----------
-    params
-        Simulation parameters.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``patient``, ``label``, ``cohort``, one row per patient, grouped by class
-        in the order of ``params.classes``.
-    """
-    labels = [c for c in params.classes for _ in range(params.n_patients_per_class)]
-    return pd.DataFrame({"patient": _patient_ids(params), "label": labels, "cohort": params.cohort})
-
-
-# --------------------------------------------------------------------------- rendering
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:

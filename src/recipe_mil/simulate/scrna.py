@@ -29,6 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recipe_mil.io.atomic import atomic_path
+from recipe_mil.simulate.common import cohort_design
 
 TRUTH_KEY = "recipe_mil_truth"
 """Key in ``AnnData.uns`` holding the simulator's ground truth."""
@@ -232,30 +233,6 @@ def class_mean_proportions(params: ScrnaSimParams) -> dict[str, np.ndarray]:
             amounts = _DISEASE_SHIFT * rng.dirichlet(np.full(n_targets, 2.0))
             out[c] = _move_mass(base, targets.tolist(), amounts)
     return out
-
-
-def _patient_ids(params: ScrnaSimParams) -> list[str]:
-    n = len(params.classes) * params.n_patients_per_class
-    width = max(3, len(str(n - 1)))
-    return [f"{params.patient_prefix}{i:0{width}d}" for i in range(n)]
-
-
-def cohort_design(params: ScrnaSimParams) -> pd.DataFrame:
-    """List the simulated cohort's patients, without simulating any counts.
-
-    Parameters
-    ----------
-    params
-        Simulation parameters.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``patient``, ``label``, ``cohort``, one row per patient in the simulator's
-        order (grouped by class, in the order of ``params.classes``).
-    """
-    labels = [c for c in params.classes for _ in range(params.n_patients_per_class)]
-    return pd.DataFrame({"patient": _patient_ids(params), "label": labels, "cohort": params.cohort})
 
 
 def _gene_programs(params: ScrnaSimParams) -> tuple[np.ndarray, np.ndarray]:
