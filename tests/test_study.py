@@ -123,3 +123,15 @@ def test_mmd_near_zero_for_one_cohort_and_large_between_classes():
     assert scores["mmd_instance"] < 0.01 and abs(scores["mmd_bag"]) < 0.15
     far = realism_scores(bags(1.0, 10), bags(0, 10), bags(0, 10))
     assert far["mmd_bag"] > 0.5 and far["c2st"] > 0.9 and far["c2st_ref"] < 0.8
+
+
+def test_synthetic_collection_uses_own_features_and_soft_targets(pool):
+    from recipe_mil.experiment import synthetic_collection
+
+    remix = remix_bags(pool.X, pool.obs, ["healthy", "disease"], n_per_class=3, n_prototypes=4, seed=0)
+    coll = synthetic_collection(remix, pool.X, ["healthy", "disease"])
+    np.testing.assert_array_equal(coll.features[coll.bag_indices[0]], remix.features[remix.bags()[0]])
+    mixed = psemix_bags(pool.X, pool.obs, ["healthy", "disease"], n_per_class=3, seed=0)
+    coll = synthetic_collection(mixed, pool.X, ["healthy", "disease"])
+    np.testing.assert_allclose(coll.soft_targets, mixed.soft_targets)
+    np.testing.assert_array_equal(coll.features[coll.bag_indices[1]], pool.X[mixed.bags()[1]])

@@ -272,3 +272,45 @@ def test_flow_and_image_modalities_end_to_end(tmp_path):
     assert ext_bag.features.shape[1] == len(FLOW_PANEL)
     smear_bag = read_bag(tmp_path / "results/tiny_smear/bags/P000.h5")
     assert smear_bag.encoder == "morphology" and smear_bag.instance_ids[0].endswith(".png")
+
+
+def test_corrupt_fcs_names_the_file_keeps_other_bags_and_rerun_redoes_only_it(tmp_path):
+    from recipe_mil.simulate.flow import FlowSimParams, simulate_flow_cohort
+
+    sheet = simulate_flow_cohort(
+        FlowSimParams(n_patients_per_class=2, events_mean=400, events_sd=20, min_events=200), tmp_path / "fcs"
+    )
+    sheet.to_csv(tmp_path / "flow.tsv", sep="\t", index=False)
+    bad = Path(sheet["path"].iloc[1])
+    good_bytes = bad.read_bytes()
+    bad.write_bytes(good_bytes[: len(good_bytes) // 2])  # truncated in the data segment
+    config = {
+        **TINY,
+        "datasets": {
+            "user_flow": {
+                "modality": "flow",
+                "classes": ["healthy", "aml", "low_blast"],
+                "samples": str(tmp_path / "flow.tsv"),
+                "flow": {"max_events": 100},
+            }
+        },
+        "splits": {"n_folds": 2},
+        "scenarios": {"full": True},
+        "methods": ["real_only"],
+    }
+    cfg = write_config(tmp_path, config)
+    bags = [f"results/user_flow/bags/{p}.h5" for p in sheet["patient"]]
+    res = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2", "--keep-going", *bags)
+    assert res.returncode != 0
+    log = (tmp_path / f"logs/user_flow/embed_flow/{sheet['patient'].iloc[1]}.log").read_text()
+    assert str(bad) in log and "truncated" in log.lower()
+    written = [p for p in sheet["patient"] if (tmp_path / f"results/user_flow/bags/{p}.h5").exists()]
+    assert written == [p for i, p in enumerate(sheet["patient"]) if i != 1]
+    for p in written:
+        assert read_bag(tmp_path / f"results/user_flow/bags/{p}.h5").features.shape == (100, 12)
+    bad.write_bytes(good_bytes)
+    dry = snakemake(tmp_path, "--configfile", str(cfg), "-n", *bags)
+    assert dry.returncode == 0
+    planned = dry.stdout + dry.stderr
+    assert f"bags/{sheet['patient'].iloc[1]}.h5" in planned
+    assert sum(f"bags/{p}.h5" in planned for p in written) == 0

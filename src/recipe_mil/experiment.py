@@ -71,11 +71,20 @@ def real_collection(
 
 
 def synthetic_collection(syn: SyntheticSet, pool_features: np.ndarray, classes: Sequence[str]) -> BagCollection:
-    """Synthetic bags as index sets into the pool's embeddings (gathered at batch time)."""
+    """Synthetic bags as index sets into the pool's embeddings, or into their own features (ReMix prototypes).
+
+    Soft targets (PseMix) are carried over; rows are gathered at batch time.
+    """
+    classes = list(classes)
     labels = np.array([classes.index(lab) for lab in syn.label], dtype=np.int64)
     names = [f"synthetic_{i}" for i in range(len(syn))]
+    features = syn.features if syn.features is not None else pool_features
     return BagCollection(
-        features=np.asarray(pool_features, np.float32), bag_indices=syn.bags(), labels=labels, names=names
+        features=np.asarray(features, np.float32),
+        bag_indices=syn.bags(),
+        labels=labels,
+        names=names,
+        soft_targets=None if syn.soft_targets is None else np.asarray(syn.soft_targets, np.float32),
     )
 
 

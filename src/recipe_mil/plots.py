@@ -208,3 +208,55 @@ def plot_realism(realism: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     axes[1].axhline(0.5, color="grey", ls=":")
     axes[1].legend(fontsize=7)
     save_figure(fig, path)
+
+
+def plot_attention_thumbnails(
+    attention: pd.DataFrame,
+    predictions: pd.DataFrame,
+    folders: dict[str, str],
+    path: str | os.PathLike[str],
+    *,
+    top: int = 6,
+    max_patients: int = 8,
+) -> None:
+    """Show the top-attention crops of each test patient as thumbnails (image datasets).
+
+    Parameters
+    ----------
+    attention
+        ``patient, instance_id, attention`` (instance ids are crop file names).
+    predictions
+        ``patient, label, predicted``.
+    folders
+        Patient -> folder of its crops.
+    path
+        PNG destination.
+    top
+        Crops shown per patient.
+    max_patients
+        Patients shown.
+    """
+    from PIL import Image  # noqa: PLC0415 - only image datasets need it
+
+    patients = list(predictions["patient"])[:max_patients]
+    fig, axes = plt.subplots(len(patients), top, figsize=(1.4 * top, 1.55 * len(patients)), squeeze=False)
+    for row, p in zip(axes, patients, strict=True):
+        a = attention[attention["patient"] == p].sort_values("attention", ascending=False).head(top)
+        pred = predictions[predictions["patient"] == p].iloc[0]
+        for j, ax in enumerate(row):
+            ax.axis("off")
+            if j < len(a):
+                item = a.iloc[j]
+                with Image.open(os.path.join(folders[p], str(item["instance_id"]))) as im:
+                    ax.imshow(np.asarray(im.convert("RGB")))
+                ax.set_title(f"{item['attention']:.3f}", fontsize=6)
+        row[0].text(
+            -0.15,
+            0.5,
+            f"{p}\n{pred['label']}\n→ {pred['predicted']}",
+            transform=row[0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=7,
+        )
+    save_figure(fig, path)

@@ -99,6 +99,8 @@ rule plot_fold:
         "../../envs/report.yaml"
     params:
         seed=config["seed"],
+        modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
+        folders=lambda wildcards: dict(zip(SHEETS[wildcards.dataset]["patient"], SHEETS[wildcards.dataset]["path"])),
     script:
         "../scripts/plot_fold.py"
 

@@ -7,18 +7,26 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
-from recipe_mil.plots import plot_attention, plot_pool_umap, plot_recipes, plot_uncertainty, save_figure
+from recipe_mil.plots import (
+    plot_attention,
+    plot_attention_thumbnails,
+    plot_pool_umap,
+    plot_recipes,
+    plot_uncertainty,
+    save_figure,
+)
 
 recipes, _ = read_recipes(snakemake.input.recipes)
 plot_recipes(recipes, snakemake.output.recipes)
 pool = ad.read_h5ad(snakemake.input.pool)
 syn = read_synthetic(snakemake.input.synthetic)
 plot_pool_umap(pool.obsm["X_gmm"], pool.obs, syn.indices, snakemake.output.umap, seed=snakemake.params.seed)
-plot_attention(
-    pd.read_csv(snakemake.input.attention, sep="\t", dtype={"patient": str, "instance_id": str}),
-    pd.read_csv(snakemake.input.predictions, sep="\t", dtype={"patient": str}),
-    snakemake.output.attention,
-)
+attention = pd.read_csv(snakemake.input.attention, sep="\t", dtype={"patient": str, "instance_id": str})
+predictions = pd.read_csv(snakemake.input.predictions, sep="\t", dtype={"patient": str})
+if snakemake.params.modality == "image":
+    plot_attention_thumbnails(attention, predictions, snakemake.params.folders, snakemake.output.attention)
+else:
+    plot_attention(attention, predictions, snakemake.output.attention)
 if snakemake.input.selected:
     scored = read_synthetic(snakemake.input.selected)
     plot_uncertainty(scored.scores, scored.label, scored.selected, snakemake.output.uncertainty)
