@@ -109,7 +109,7 @@ def plot_pool_umap(
     synthetic_rows: np.ndarray,
     path: str | os.PathLike[str],
     *,
-    max_points: int = 6000,
+    max_points: int = 3000,
     seed: int = 0,
 ) -> None:
     """UMAP of the pool coloured by cluster, by class, and by real vs synthetic membership.
@@ -133,7 +133,7 @@ def plot_pool_umap(
 
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(pool_x), size=min(max_points, len(pool_x)), replace=False))
-    xy = umap.UMAP(n_neighbors=15, min_dist=0.3, random_state=seed, n_epochs=200).fit_transform(pool_x[idx])
+    xy = umap.UMAP(n_neighbors=15, min_dist=0.3, random_state=seed, n_epochs=150).fit_transform(pool_x[idx])
     used = np.bincount(synthetic_rows, minlength=len(pool_x))[idx]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     panels = [

@@ -176,7 +176,10 @@ def patient_label(wildcards):
 
 
 def flow_files(wildcards):
-    """Every FCS file of a flow dataset (or the simulator's raw folder)."""
+    """FCS files the panel decision depends on: none with a configured panel (so fixing one file
+    re-embeds only that patient), else every file (or the simulator's raw folder)."""
+    if config["datasets"][wildcards.dataset]["flow"]["panel"]:
+        return []
     if "simulate" in config["datasets"][wildcards.dataset]:
         return [f"{RESULTS}/{wildcards.dataset}/raw/files"]
     return list(SHEETS[wildcards.dataset]["path"])

@@ -736,19 +736,33 @@ def resolve_panel(paths: Sequence[str | os.PathLike[str]], panel: PanelSpec | No
     Raises
     ------
     FlowFileError
-        If a file is unreadable or lacks a panel marker, or if no channel is common to all files.
+        If no file is readable and has the panel's markers, or if no channel is common to all
+        readable files. A single unreadable file (or one lacking a marker) is only logged, so
+        the other patients' bags can still be made; its own embedding then fails naming it.
     ValueError
         If ``paths`` is empty or the panel is malformed.
     """
     if not paths:
         raise ValueError("resolve_panel: no FCS files given")
-    headers = [read_fcs_header(p) for p in paths]
-    if panel:
-        markers = parse_panel(panel)
-        features = [pm.marker for pm in markers]
-        for h in headers:
-            channel_mapping(h, features, panel=markers)
-        logger.info("panel of %d markers found in all %d files: %s", len(features), len(headers), features)
+    markers = parse_panel(panel) if panel else None
+    features = [pm.marker for pm in markers] if markers else []
+    headers, problems = [], []
+    for p in paths:
+        # A broken file must not stop the others: it is logged here and fails its own embedding job.
+        try:
+            h = read_fcs_header(p)
+            if markers:
+                channel_mapping(h, features, panel=markers)
+            headers.append(h)
+        except FlowFileError as exc:
+            problems.append(exc)
+            logger.warning("left out of the panel decision (its own bag will fail): %s", exc)
+    if not headers:
+        raise problems[-1]
+    if markers:
+        logger.info(
+            "panel of %d markers found in %d of %d files: %s", len(features), len(headers), len(paths), features
+        )
         return features
     first = _auto_features(headers[0])
     common = []
