@@ -152,3 +152,19 @@ def test_dirichlet_multinomial_recovers_alpha_with_zero_counts():
     # the proportion-based fit on the same data misses the concentration by far more (measured: 7.3 vs 10.3)
     alpha_p, _ = fit_dirichlet(counts / counts.sum(axis=1, keepdims=True))
     assert abs(alpha_p.sum() - alpha.sum()) / alpha.sum() > 0.2
+
+
+def test_align_external_matches_target_statistics_and_leaves_target_rows():
+    from recipe_mil.recipes.pool import align_external
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, (300, 4)), rng.normal(3, 2, (200, 4))]).astype(np.float32)
+    cohorts = np.array(["target"] * 300 + ["external"] * 200)
+    centred = align_external(x, cohorts, "centre")
+    np.testing.assert_array_equal(centred[:300], x[:300])
+    np.testing.assert_allclose(centred[300:].mean(0), x[:300].mean(0), atol=1e-5)
+    std = align_external(x, cohorts, "standardise")
+    np.testing.assert_allclose(std[300:].std(0), x[:300].std(0), rtol=1e-4)
+    np.testing.assert_array_equal(align_external(x, cohorts, "none"), x)
+    with pytest.raises(ValueError, match="align_external must be one of"):
+        align_external(x, cohorts, "zscore")
