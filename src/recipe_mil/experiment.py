@@ -16,6 +16,7 @@ from recipe_mil.io.atomic import atomic_path
 from recipe_mil.io.bags import read_bags
 from recipe_mil.mil import BagCollection, GatedAttentionMIL, TrainConfig, concat_collections, fit_mil, predict
 from recipe_mil.recipes.generate import SyntheticSet
+from recipe_mil.select import score_and_select
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +204,6 @@ def run_fold(
         The recipe candidates with their uncertainty scores and selection mask (None
         without ``recipe_selected``).
     """
-    from recipe_mil.select import score_and_select  # noqa: PLC0415 - avoids a cycle at import time
-
     say = log or (lambda _msg: None)
     order = sorted(methods, key=lambda m: m != "real_only")
     if "recipe_selected" in order and "real_only" not in order:

@@ -157,11 +157,6 @@ def patient_path(wildcards):
     return sheet.loc[sheet["patient"] == wildcards.patient, "path"].iloc[0]
 
 
-def input_bag(wildcards):
-    """The precomputed bag file of one patient (bags modality)."""
-    return patient_path(wildcards)
-
-
 def raw_input(wildcards):
     """An FCS file or image folder: the simulator's raw folder when simulated (a directory output)."""
     if "simulate" in config["datasets"][wildcards.dataset]:
@@ -230,7 +225,7 @@ def run_files(name):
     ]
 
 
-def run_outputs(name, methods=None):
+def run_outputs(name):
     """A per-method output file of every dataset x scenario x repeat x fold x method."""
     s = config["splits"]
     return [
@@ -240,7 +235,6 @@ def run_outputs(name, methods=None):
         for r in range(s["n_repeats"])
         for f in range(s["n_folds"])
         for m in scenario_methods(sc)
-        if methods is None or m in methods
     ]
 
 

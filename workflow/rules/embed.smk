@@ -28,7 +28,7 @@ for _dataset in SCRNA_DATASETS:
 
 rule import_bag:
     input:
-        bag=input_bag,
+        bag=patient_path,
     output:
         bag=f"{RESULTS}/{{dataset}}/bags/{{patient}}.h5",
     log:
@@ -40,9 +40,7 @@ rule import_bag:
     wildcard_constraints:
         dataset=alternation(BAGS_DATASETS),
     params:
-        label=lambda wildcards: SHEETS[wildcards.dataset]
-        .set_index("patient")
-        .at[wildcards.patient, "label"],
+        label=patient_label,
     script:
         "../scripts/import_bag.py"
 
