@@ -6,7 +6,7 @@ from scipy.optimize import linear_sum_assignment
 
 from recipe_mil.embed.scrna import ScrnaEmbedParams, embed_scrna
 from recipe_mil.io.bags import write_bag
-from recipe_mil.recipes import RecipeConfig, fit_fold_recipes
+from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
 from recipe_mil.simulate.scrna import TRUTH_KEY, ScrnaSimParams, simulate_scrna_cohort
 
 

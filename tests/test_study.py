@@ -7,7 +7,7 @@ import torch
 from recipe_mil.baselines import psemix_bags, pseudo_bags, remix_bags, shuffle_bags
 from recipe_mil.mil import BagCollection, GatedAttentionMIL
 from recipe_mil.realism import c2st_accuracy, mmd_rbf, realism_scores
-from recipe_mil.recipes import RecipeConfig, fit_fold_recipes
+from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
 from recipe_mil.select import mc_dropout_probs, select_bags, uncertainty_scores
 from recipe_mil.simulate.bags import simulate_bag_cohort
 

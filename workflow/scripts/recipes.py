@@ -9,7 +9,7 @@ from threadpoolctl import threadpool_limits
 
 from recipe_mil.io.atomic import atomic_path
 from recipe_mil.io.synthetic import write_recipes
-from recipe_mil.recipes import RecipeConfig, fit_fold_recipes
+from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
 from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards

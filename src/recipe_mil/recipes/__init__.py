@@ -1,8 +1,12 @@
-"""GMM on pooled embeddings, per-class recipes and index-based generation."""
+"""GMM on pooled embeddings, per-class recipes and index-based generation.
+
+Only the light modules are re-exported here, so that reading synthetic patients or recipes
+(e.g. for plots) does not import torch: the GMM engines live in
+:mod:`recipe_mil.recipes.gmm` / :mod:`recipe_mil.recipes.gmm_torch` and the fold's recipe step
+in :mod:`recipe_mil.recipes.pipeline`.
+"""
 
 from recipe_mil.recipes.generate import SyntheticSet, generate_synthetic
-from recipe_mil.recipes.gmm import GMMFit, fit_gmm
-from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes, learn_recipes
 from recipe_mil.recipes.pool import build_pool, gmm_space
 from recipe_mil.recipes.recipes import (
     BagSizeModel,
@@ -16,17 +20,12 @@ from recipe_mil.recipes.recipes import (
 __all__ = [
     "BagSizeModel",
     "ClassRecipe",
-    "GMMFit",
-    "RecipeConfig",
     "SyntheticSet",
     "build_pool",
     "fit_dirichlet",
     "fit_dirichlet_multinomial",
-    "fit_fold_recipes",
-    "fit_gmm",
     "generate_synthetic",
     "gmm_space",
-    "learn_recipes",
     "patient_counts",
     "patient_proportions",
 ]

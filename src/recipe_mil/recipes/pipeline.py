@@ -27,7 +27,7 @@ class RecipeConfig:
         Transform of the pool before the GMM.
     n_components
         Fixed K or a grid of K for BIC selection.
-    covariance_type, n_init, max_iter, reg_covar, subsample
+    covariance_type, n_init, max_iter, reg_covar, subsample, engine, device
         GMM options (see :func:`recipe_mil.recipes.gmm.fit_gmm`).
     proportions
         ``hard`` (cluster counts) or ``soft`` (mean responsibilities).
@@ -44,6 +44,8 @@ class RecipeConfig:
     max_iter: int = 200
     reg_covar: float = 1e-4
     subsample: int | None = 20000
+    engine: str = "torch"
+    device: str = "auto"
     proportions: str = "hard"
     align_external: str = "none"
 
@@ -125,6 +127,8 @@ def fit_fold_recipes(
         reg_covar=config.reg_covar,
         subsample=config.subsample,
         seed=seed,
+        engine=config.engine,
+        device=config.device,
     )
     clusters = gmm.predict(z)
     assignments = gmm.predict_proba(z) if config.proportions == "soft" else clusters
