@@ -132,6 +132,59 @@ def candidate_mask(
     raise ValueError(f"unknown instance_source {source!r}; choose one of {INSTANCE_SOURCES}")
 
 
+def sample_groups(counts: np.ndarray, n_members: int, rng: np.random.Generator, *, max_rounds: int = 20) -> np.ndarray:
+    """Draw ``counts[g]`` member positions for every group ``g`` at once, without repeats within a group.
+
+    Positions are drawn uniformly with replacement, then repeats inside a group are redrawn
+    (only the groups that had one are checked again) until none is left. A group asking for
+    more than ``n_members`` positions draws with replacement. Groups still holding a repeat
+    after ``max_rounds`` (a group asking for nearly all members) are drawn one by one.
+
+    Parameters
+    ----------
+    counts
+        Positions wanted per group, shape (G,).
+    n_members
+        Size of the set drawn from (positions ``0 .. n_members - 1``).
+    rng
+        Random generator.
+    max_rounds
+        Vectorised redraw rounds before the per-group fallback.
+
+    Returns
+    -------
+    numpy.ndarray
+        Int64 positions, group after group (``counts[0]`` for group 0, then group 1...).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    out = rng.integers(0, n_members, size=int(counts.sum()))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    group = np.repeat(np.arange(len(counts)), counts)
+    check = (counts > 1) & (counts <= n_members)
+    # a table over (group, member) finds repeats by a scatter and a gather when it is small
+    # (np.empty: only the touched entries are ever written); a sort of one int64 key otherwise
+    table = np.empty(len(counts) * n_members, dtype=np.int64) if len(counts) * n_members <= 2**24 else None
+    for _ in range(max_rounds):
+        rows = np.flatnonzero(check[group])
+        if not len(rows):
+            return out
+        key = group[rows] * n_members + out[rows]
+        if table is not None:
+            table[key] = np.arange(len(rows))  # the last occurrence of a key wins
+            dup = rows[table[key] != np.arange(len(rows))]
+        else:
+            order = np.argsort(key)
+            dup = rows[order[1:][key[order[1:]] == key[order[:-1]]]]
+        check[:] = False
+        if not len(dup):
+            return out
+        check[group[dup]] = True
+        out[dup] = rng.integers(0, n_members, size=len(dup))
+    for g in np.unique(group[np.flatnonzero(check[group])]):
+        out[starts[g] : starts[g] + counts[g]] = rng.choice(n_members, size=counts[g], replace=False)
+    return out
+
+
 def generate_synthetic(
     recipes: Mapping[str, ClassRecipe],
     clusters: np.ndarray,
@@ -150,6 +203,10 @@ def generate_synthetic(
     while enough rows exist, with replacement beyond). A cluster with no allowed rows falls
     back to any pool row of that cluster; a cluster empty in the whole pool has its count
     moved to the other clusters in proportion.
+
+    Everything is vectorised over patients: one Dirichlet, one multinomial and, per class and
+    cluster, one batched draw (:func:`sample_groups`); the result is index-based (CSR), with
+    each bag's rows grouped by cluster (a bag is a set: MIL pooling ignores the order).
 
     Parameters
     ----------
@@ -173,12 +230,15 @@ def generate_synthetic(
     """
     rng = np.random.default_rng(seed)
     k = len(next(iter(recipes.values())).alpha)
-    all_members = [np.flatnonzero(clusters == j) for j in range(k)]
+    clusters = np.asarray(clusters)
+    by_cluster = np.argsort(clusters, kind="stable")
+    bounds = np.searchsorted(clusters[by_cluster], np.arange(k + 1))
+    all_members = [by_cluster[bounds[j] : bounds[j + 1]] for j in range(k)]
     nonempty = np.array([len(m) > 0 for m in all_members])
-    bags: list[np.ndarray] = []
-    out_labels: list[str] = []
-    props_out: list[np.ndarray] = []
-    for cls in sorted(recipes):
+    classes = sorted(recipes)
+    counts_all, props_all = [], []
+    members_all: list[list[np.ndarray]] = []
+    for cls in classes:
         recipe = recipes[cls]
         source = instance_source if isinstance(instance_source, str) else instance_source.get(cls, "class")
         allowed = candidate_mask(source, cls, labels, cohorts)
@@ -189,20 +249,26 @@ def generate_synthetic(
                 logger.warning("class %s: no %s instances in cluster %d, using the whole cluster", cls, source, j)
                 m = all_members[j]
             members.append(m)
-        alpha = np.asarray(recipe.alpha)
-        props = rng.dirichlet(alpha, size=n_per_class)
+        members_all.append(members)
+        props = rng.dirichlet(np.asarray(recipe.alpha), size=n_per_class)
         sizes = recipe.bag_size.sample(rng, n_per_class)
-        for p, size in zip(props, sizes, strict=True):
-            q = np.where(nonempty, p, 0.0)
-            q = q / q.sum()
-            counts = rng.multinomial(size, q)
-            parts = []
-            for j in np.flatnonzero(counts):
-                m = members[j]
-                replace = counts[j] > len(m)
-                parts.append(rng.choice(m, size=counts[j], replace=replace))
-            bag = np.concatenate(parts)
-            bags.append(rng.permutation(bag))
-            out_labels.append(cls)
-            props_out.append(p)
-    return SyntheticSet.from_bags(bags, out_labels, proportions=np.asarray(props_out))
+        q = np.where(nonempty, props, 0.0)
+        counts_all.append(rng.multinomial(sizes, q / q.sum(axis=1, keepdims=True)))
+        props_all.append(props)
+    counts = np.concatenate(counts_all)  # (n_bags, K)
+    indptr = lengths_to_indptr(counts.sum(axis=1))
+    offsets = indptr[:-1, None] + np.concatenate([np.zeros((len(counts), 1), np.int64), counts.cumsum(1)[:, :-1]], 1)
+    indices = np.empty(indptr[-1], dtype=np.int64)
+    for c, members in enumerate(members_all):
+        rows = slice(c * n_per_class, (c + 1) * n_per_class)
+        for j in np.flatnonzero(counts[rows].sum(axis=0)):
+            cnt = counts[rows, j]
+            picks = members[j][sample_groups(cnt, len(members[j]), rng)]
+            indices[np.repeat(offsets[rows, j] - (np.cumsum(cnt) - cnt), cnt) + np.arange(cnt.sum())] = picks
+    return SyntheticSet(
+        indptr=indptr,
+        indices=indices,
+        label=np.repeat(np.asarray(classes, dtype=object), n_per_class),
+        source_class=np.repeat(np.asarray(classes, dtype=object), n_per_class),
+        proportions=np.concatenate(props_all),
+    )
