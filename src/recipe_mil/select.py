@@ -21,7 +21,10 @@ def mc_dropout_probs(
     """Class probabilities of every bag under ``passes`` stochastic forward passes.
 
     Dropout layers stay active (``model.train()``; the gated-attention MIL has no batch
-    norm); every instance of a bag is used.
+    norm); every instance of a bag is used. Batched: each batch of bags is gathered and
+    its instances encoded once (the encoder's linear layer, the bulk of the work, has no
+    dropout before it), then only the dropout, attention and classifier layers run
+    ``passes`` times.
 
     Returns
     -------
@@ -32,13 +35,16 @@ def mc_dropout_probs(
     torch.manual_seed(seed)
     model = model.to(device)
     model.train()
+    source = torch.from_numpy(bags.features).to(device) if torch.device(device).type == "cuda" else None
     out = np.zeros((passes, len(bags), 0), dtype=np.float32)
     chunks = []
     for start in range(0, len(bags), batch_size):
         ids = list(range(start, min(start + batch_size, len(bags))))
-        x, mask, _, _ = collate(bags, ids, max_instances=None, rng=None)
-        x, mask = x.to(device), mask.to(device)
-        chunks.append(np.stack([torch.softmax(model(x, mask)[0], dim=1).cpu().numpy() for _ in range(passes)]))
+        x, mask, _, _ = collate(bags, ids, max_instances=None, rng=None, source=source)
+        h = model.instance_features(x.to(device))  # deterministic: once per batch, not once per pass
+        mask = mask.to(device)
+        probs = [torch.softmax(model.pool_and_classify(h, mask)[0], dim=1) for _ in range(passes)]
+        chunks.append(torch.stack(probs).cpu().numpy())
     model.eval()
     torch.random.set_rng_state(gen_state)
     return np.concatenate(chunks, axis=1) if chunks else out

@@ -187,8 +187,13 @@ def collate(
     *,
     max_instances: int | None = None,
     rng: np.random.Generator | None = None,
+    source: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Gather bags into one zero-padded batch.
+
+    The batch is gathered from the shared feature matrix in one indexing operation; with
+    ``source`` (the same matrix as a tensor, e.g. kept on the GPU for the whole training) it
+    is gathered there and the batch is created on that device, with no host copy.
 
     Parameters
     ----------
@@ -201,6 +206,8 @@ def collate(
         (in their original order). Only applied when ``rng`` is given.
     rng
         Random generator for the subsampling; None keeps every instance.
+    source
+        ``collection.features`` as a tensor on the device the batch should live on.
 
     Returns
     -------
@@ -223,16 +230,19 @@ def collate(
             keep = np.sort(rng.choice(ix.shape[0], size=max_instances, replace=False))
             ix = ix[keep]
         rows.append(ix)
-    n_max = max((r.shape[0] for r in rows), default=0)
-    n_max = max(n_max, 1)
-    x = np.zeros((ids.shape[0], n_max, collection.dim), dtype=np.float32)
-    mask = np.zeros((ids.shape[0], n_max), dtype=bool)
-    for j, r in enumerate(rows):
-        x[j, : r.shape[0]] = collection.features[r]
-        mask[j, : r.shape[0]] = True
+    sizes = np.array([r.shape[0] for r in rows], dtype=np.int64)
+    n_max = max(int(sizes.max(initial=0)), 1)
+    feats = torch.from_numpy(collection.features) if source is None else source
+    flat = torch.from_numpy(np.concatenate(rows) if rows else np.zeros(0, np.int64)).to(feats.device)
+    slot = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # position inside its bag
+    where = torch.from_numpy(np.repeat(np.arange(len(ids)), sizes) * n_max + slot).to(feats.device)
+    x = torch.zeros((len(ids) * n_max, collection.dim), dtype=feats.dtype, device=feats.device)
+    x[where] = feats[flat]
+    mask = torch.from_numpy(np.arange(n_max)[None, :] < sizes[:, None]).to(feats.device)
+    x = x.view(len(ids), n_max, collection.dim)
     y = torch.from_numpy(collection.labels[ids].copy())
     soft = None if collection.soft_targets is None else torch.from_numpy(collection.soft_targets[ids].copy())
-    return torch.from_numpy(x), torch.from_numpy(mask), y, soft
+    return x, mask, y, soft
 
 
 def balanced_epoch(labels: Sequence[int] | np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -83,8 +83,20 @@ class GatedAttentionMIL(nn.Module):
         """
         if x.dim() != 3 or mask.shape != x.shape[:2]:
             raise ValueError(f"expected x (B, N, d) and mask (B, N), got {tuple(x.shape)} and {tuple(mask.shape)}")
+        return self.pool_and_classify(self.instance_features(x), mask)
+
+    def instance_features(self, x: Tensor) -> Tensor:
+        """Compute the deterministic part of the instance encoder (linear + ReLU, before its dropout).
+
+        Monte-Carlo dropout computes it once per batch and repeats only
+        :meth:`pool_and_classify`, which holds every dropout layer.
+        """
+        return self.encoder[1](self.encoder[0](x))
+
+    def pool_and_classify(self, features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Apply encoder dropout, gated attention pooling and the classifier to :meth:`instance_features`."""
         mask = mask.to(dtype=torch.bool)
-        h = self.encoder(x)  # (B, N, hidden)
+        h = self.encoder[2](features)  # (B, N, hidden)
         gate = torch.tanh(self.attention_v(h)) * torch.sigmoid(self.attention_u(h))
         scores = self.attention_w(gate).squeeze(-1)  # (B, N)
         # The most negative finite value instead of -inf keeps an empty bag free of NaN;

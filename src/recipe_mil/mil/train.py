@@ -118,6 +118,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _on_device(bags: BagCollection, device: torch.device) -> torch.Tensor | None:
+    """Copy the feature matrix to a GPU once for the whole loop (None on CPU: no copy needed)."""
+    return torch.from_numpy(bags.features).to(device) if device.type == "cuda" else None
+
+
 def _infer(
     model: GatedAttentionMIL, bags: BagCollection, *, batch_size: int, device: torch.device
 ) -> tuple[torch.Tensor, list[np.ndarray]]:
@@ -128,10 +133,11 @@ def _infer(
     logits = torch.zeros((n, model.n_classes), dtype=torch.float32)
     attention: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * n
     order = np.argsort(bags.bag_sizes, kind="stable")  # similar sizes together: less padding
+    source = _on_device(bags, device)
     with torch.no_grad():
         for start in range(0, n, batch_size):
             ids = order[start : start + batch_size]
-            x, mask, _, _ = collate(bags, ids)
+            x, mask, _, _ = collate(bags, ids, source=source)
             out, att = model(x.to(device), mask.to(device))
             logits[torch.from_numpy(ids)] = out.float().cpu()
             att_np = att.float().cpu().numpy()
@@ -227,6 +233,7 @@ def fit_mil(
         ).to(device)
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         n_batches = math.ceil(len(train) / config.batch_size)
+        source = _on_device(train, device)  # one copy per training, batches gathered on the device
 
         history: list[dict[str, float | int | None]] = []
         best_state: dict[str, torch.Tensor] | None = None
@@ -240,7 +247,7 @@ def fit_mil(
             total, seen = 0.0, 0
             for b in range(n_batches):
                 batch = ids[b * config.batch_size : (b + 1) * config.batch_size]
-                x, mask, y, soft = collate(train, batch, max_instances=config.max_instances, rng=rng)
+                x, mask, y, soft = collate(train, batch, max_instances=config.max_instances, rng=rng, source=source)
                 logits, _ = model(x.to(device), mask.to(device))
                 target = soft.to(device) if soft is not None else y.to(device)
                 loss = F.cross_entropy(logits, target)
