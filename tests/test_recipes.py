@@ -6,14 +6,13 @@ from scipy.optimize import linear_sum_assignment
 from recipe_mil.io.synthetic import read_recipes, read_synthetic, write_recipes, write_synthetic
 from recipe_mil.recipes import (
     BagSizeModel,
-    RecipeConfig,
     build_pool,
     fit_dirichlet,
     fit_dirichlet_multinomial,
-    fit_fold_recipes,
     generate_synthetic,
     patient_proportions,
 )
+from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
 from recipe_mil.simulate.bags import DEFAULT_PROPORTIONS, simulate_bag_cohort
 from recipe_mil.splits import make_splits, scenario_patients
 
@@ -168,3 +167,41 @@ def test_align_external_matches_target_statistics_and_leaves_target_rows():
     np.testing.assert_array_equal(align_external(x, cohorts, "none"), x)
     with pytest.raises(ValueError, match="align_external must be one of"):
         align_external(x, cohorts, "zscore")
+
+
+def test_sample_groups_draws_without_repeats_and_uniformly():
+    from recipe_mil.recipes.generate import sample_groups
+
+    rng = np.random.default_rng(0)
+    counts = np.array([5, 0, 30, 50, 60, 1] * 200)  # 50 of 50 members: the fallback; 60 > 50: with replacement
+    out = sample_groups(counts, 50, rng)
+    assert len(out) == counts.sum() and out.min() >= 0 and out.max() < 50
+    groups = np.split(out, np.cumsum(counts)[:-1])
+    for cnt, g in zip(counts, groups, strict=True):
+        if cnt <= 50:
+            assert len(np.unique(g)) == cnt  # no member twice in one group
+    # every member equally likely
+    freq = np.bincount(out, minlength=50) / len(out)
+    assert np.abs(freq - 1 / 50).max() < 0.003
+
+
+def test_streaming_projection_equals_pca_on_all_rows():
+    from sklearn.decomposition import PCA
+
+    from recipe_mil.recipes.pool import fit_projection
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(3000, 30)) @ rng.normal(size=(30, 30)) * 3 + 7).astype(np.float32)
+    chunks = [x[:1], x[1:1000], x[1000:1001], x[1001:]]  # uneven blocks, as bags come
+    proj = fit_projection(chunks, standardize=True, n_pcs=6)
+    xs = (x - x.mean(0, dtype=np.float64)) / x.std(0, dtype=np.float64)
+    ref = PCA(6, svd_solver="full").fit(xs)
+    np.testing.assert_allclose(proj.mean, x.mean(0, dtype=np.float64), rtol=1e-6)
+    np.testing.assert_allclose(proj.explained_variance * 3000 / 2999, ref.explained_variance_, rtol=1e-4)
+    z = proj.transform(x)
+    np.testing.assert_allclose(np.abs(z), np.abs(ref.transform(xs)), atol=1e-3)  # equal up to the axis signs
+    # sign convention: the largest loading of each axis is positive
+    assert (proj.components[np.abs(proj.components).argmax(0), np.arange(6)] > 0).all()
+    # no standardisation, no PCA: centring only
+    plain = fit_projection([x], standardize=False, n_pcs=None)
+    np.testing.assert_allclose(plain.transform(x), x - x.mean(0, dtype=np.float64), atol=1e-4)
