@@ -1,0 +1,330 @@
+"""The SLURM profile on a real one-node SLURM cluster (Debian's slurm-wlm and munge, started on localhost).
+
+The test starts munged, slurmctld and slurmd with a throw-away configuration, runs a tiny workflow through
+`--workflow-profile profiles/slurm` (the profile as shipped, only the status-query settings that a cluster without
+accounting needs are added on the command line), checks its results and that every job went through SLURM to the
+partition the profile names, and stops every daemon it started, also when the test fails. The node offers a pretend
+GPU (a `gpu` gres backed by /dev/null) so that the profile's `--gpus=1` requests are accepted; training runs on CPU.
+It skips, saying why, where the SLURM or munge binaries, the executor plugin or root are missing.
+"""
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "profiles" / "slurm"
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scontrol", "scancel", "sinfo")
+# status checks: the first one 2 s after a submission; squeue forgets a finished job after MinJobAge (>= 3x that)
+INIT_SECONDS = 2
+MIN_JOB_AGE = 300
+WORKFLOW_TIMEOUT = 420
+
+TINY_SLURM = {
+    "seed": 1,
+    "datasets": {
+        "tiny_scrna": {
+            "modality": "scrna",
+            "classes": ["healthy", "disease_a", "disease_b"],
+            "simulate": {
+                "n_patients_per_class": 6,
+                "n_genes": 200,
+                "cells_per_patient_mean": 100,
+                "cells_per_patient_sd": 20,
+                "external": {"classes": ["healthy"], "n_patients_per_class": 2},
+            },
+            "scrna": {"n_top_genes": 100, "n_pcs": 10, "min_genes": 10},
+        },
+    },
+    "splits": {"n_folds": 2},
+    "scenarios": {"full": True},
+    "methods": ["real_only", "recipe"],
+    "gmm": {"n_components": [3], "n_init": 1},
+    "generate": {"n_per_class": 3},
+    "select": {"passes": 2, "oversample": 2},
+    "mil": {"epochs": 2, "min_epochs": 1, "patience": 1, "hidden": 8, "attention_dim": 4, "device": "cpu"},
+}
+
+
+GPU_RULES = ("train_mil", "train_mil_external", "embed_image")  # the rules that declare resources: gpu=1
+
+
+def profile_resource(rule: str, name: str, attempt: int = 1):
+    """A resource of a rule's job as the SLURM profile sets it (its expressions evaluated for an attempt)."""
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    value = profile.get("set-resources", {}).get(rule, {}).get(name, profile["default-resources"][name])
+    return eval(value, {"__builtins__": {}}, {"attempt": attempt}) if name in ("mem_mb", "runtime") else value
+
+
+def _missing_requirements() -> str | None:
+    missing = [b for b in BINARIES if shutil.which(b, path=SEARCH_PATH) is None]
+    if missing:
+        packages = "slurmctld slurmd slurm-client munge"
+        return f"SLURM/munge binaries not found: {', '.join(missing)} (apt-get install {packages})"
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')"
+    if os.geteuid() != 0:
+        return "starting munged and slurmd needs root"
+    try:
+        pwd.getpwnam("munge")
+    except KeyError:
+        return "no 'munge' user (the munge package creates it)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mem_total_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    raise RuntimeError("no MemTotal in /proc/meminfo")
+
+
+def _slurm_conf(base: Path, node: str) -> str:
+    """A one-node cluster: no accounting database, no cgroups, memory not consumable, the profile's partitions."""
+    cpus, mem = os.cpu_count() or 1, _mem_total_mb() * 9 // 10
+    cpu_partition = profile_resource("summary", "slurm_partition")  # a rule without set-resources: the default
+    gpu_partition = profile_resource("train_mil", "slurm_partition")
+    return f"""\
+ClusterName=recipetest
+SlurmctldHost={node}(127.0.0.1)
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CryptoType=crypto/munge
+AuthInfo=socket={base}/munge/munge.socket
+StateSaveLocation={base}/state
+SlurmdSpoolDir={base}/spool
+SlurmctldPidFile={base}/slurmctld.pid
+SlurmdPidFile={base}/slurmd.pid
+SlurmctldLogFile={base}/log/slurmctld.log
+SlurmdLogFile={base}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+MinJobAge={MIN_JOB_AGE}
+EnforcePartLimits=ALL
+SchedulerParameters=sched_min_interval=200000
+GresTypes=gpu
+NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} Gres=gpu:1 State=UNKNOWN
+PartitionName={cpu_partition} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PartitionName={gpu_partition} Nodes=ALL MaxTime=INFINITE State=UP
+"""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def _logs(base: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(base.glob("log/*")))
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """Start munged, slurmctld and slurmd on localhost; yield the environment that reaches them; stop them all."""
+    reason = _missing_requirements()
+    if reason:
+        pytest.skip(reason)
+    base = Path(tempfile.mkdtemp(prefix="recipe-slurm-"))
+    base.chmod(0o755)  # munged, running as munge, reaches its folder through this one
+    munge = pwd.getpwnam("munge")
+    for sub in ("munge", "state", "spool", "log"):
+        (base / sub).mkdir()
+    key = base / "munge" / "munge.key"
+    key.write_bytes(os.urandom(128))
+    key.chmod(0o600)
+    for path in (base / "munge", key):
+        os.chown(path, munge.pw_uid, munge.pw_gid)
+    node = socket.gethostname().split(".")[0]
+    conf = base / "slurm.conf"
+    conf.write_text(_slurm_conf(base, node))
+    (base / "gres.conf").write_text("Name=gpu File=/dev/null\n")
+    # snakemake-executor-plugin-slurm-jobstep (0.6.1) drops every SLURM_* variable, SLURM_CONF too, before it calls
+    # srun inside a job; a cluster whose slurm.conf is not at the default path needs it back
+    (base / "bin").mkdir()
+    srun = base / "bin" / "srun"
+    srun.write_text(f'#!/bin/sh\nSLURM_CONF={conf} exec {shutil.which("srun", path=SEARCH_PATH)} "$@"\n')
+    srun.chmod(0o755)
+    env = {**os.environ, "SLURM_CONF": str(conf), "PATH": os.pathsep.join([str(base / "bin"), SEARCH_PATH])}
+
+    def which(name: str) -> str:
+        return shutil.which(name, path=SEARCH_PATH)
+
+    daemons: list[subprocess.Popen] = []
+
+    def start(cmd: list[str], name: str, **kwargs) -> None:
+        with open(base / "log" / f"{name}.out", "wb") as out:
+            daemons.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, **kwargs))
+
+    try:
+        start(
+            [
+                which("munged"),
+                "--foreground",
+                f"--socket={base}/munge/munge.socket",
+                f"--key-file={key}",
+                f"--pid-file={base}/munge/munged.pid",
+                f"--log-file={base}/munge/munged.log",
+                f"--seed-file={base}/munge/munged.seed",
+            ],
+            "munged",
+            user="munge",
+            group="munge",
+        )
+        deadline = time.monotonic() + 15
+        while not (base / "munge" / "munge.socket").exists():
+            if time.monotonic() > deadline or daemons[0].poll() is not None:
+                raise RuntimeError("munged did not start\n" + _logs(base))
+            time.sleep(0.1)
+        start([which("slurmctld"), "-D", "-c"], "slurmctld")
+        start([which("slurmd"), "-D", "-N", node], "slurmd")
+        deadline = time.monotonic() + 60
+        while True:
+            state = subprocess.run(
+                [which("sinfo"), "-h", "-N", "-o", "%t"], env=env, capture_output=True, text=True, timeout=20
+            ).stdout.split()
+            if state and all(s == "idle" for s in state):
+                break
+            if time.monotonic() > deadline or any(d.poll() is not None for d in daemons):
+                raise RuntimeError(f"the SLURM node did not come up (sinfo: {state})\n" + _logs(base))
+            time.sleep(0.5)
+        yield env
+    finally:
+        if len(daemons) == 3 and daemons[1].poll() is None:
+            subprocess.run([which("scancel"), "--user=root"], env=env, capture_output=True, timeout=20)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                active = subprocess.run(
+                    [which("squeue"), "-h", "-t", "pending,running,completing,configuring", "-o", "%i"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                ).stdout.split()
+                if not active:
+                    break
+                time.sleep(0.5)
+        for proc in reversed(daemons):  # slurmd, slurmctld, munged
+            _stop(proc)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _jobs(env: dict) -> list[dict]:
+    """Every job slurmctld still remembers (finished ones for MinJobAge seconds), as key=value dicts."""
+    out = subprocess.run(["scontrol", "-o", "show", "job"], env=env, capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    jobs = []
+    for line in out.stdout.splitlines():
+        if line.strip():
+            jobs.append(dict(field.split("=", 1) for field in line.split() if "=" in field))
+    return jobs
+
+
+def test_slurm_profile_dry_run():
+    """The profile parses and routes the GPU rules (no cluster needed, only the plugin)."""
+    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')")
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--workflow-profile", str(PROFILE)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = (res.stdout + res.stderr).split("\nrule ")
+    train = next(j for j in jobs if j.startswith("train_mil:"))
+    recipes = next(j for j in jobs if j.startswith("recipes:"))
+    for job, rule in ((train, "train_mil"), (recipes, "recipes")):
+        for name in ("slurm_partition", "mem_mb", "runtime"):
+            assert f"{name}={profile_resource(rule, name)}," in job, (rule, name)
+    assert "gpu=1" in train and "gpu=" not in recipes
+    assert profile_resource("train_mil", "mem_mb", attempt=2) == 2 * profile_resource("train_mil", "mem_mb")
+
+
+def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path):
+    env = slurm_cluster
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(TINY_SLURM))
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(cfg),
+        "--workflow-profile",
+        str(PROFILE),
+        # no accounting database here: ask squeue, early and often, and use no account
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        str(INIT_SECONDS),
+        "--slurm-no-account",
+        "--slurm-keep-successful-logs",
+    ]
+    start = time.monotonic()
+    try:
+        res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=WORKFLOW_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the SLURM run did not finish in {WORKFLOW_TIMEOUT} s:\n{(exc.stderr or b'')[-5000:]!r}")
+    print(f"SLURM workflow run: {time.monotonic() - start:.1f} s")
+    assert res.returncode == 0, res.stderr[-5000:]
+
+    summary = pd.read_csv(tmp_path / "results/summary.tsv", sep="\t")
+    assert len(summary) == 2 * 2  # 2 folds x 2 methods
+    assert set(summary["method"]) == {"real_only", "recipe"} and set(summary["scenario"]) == {"full"}
+    assert summary["balanced_accuracy"].between(0, 1).all()
+
+    # every job that is not a localrule went through sbatch: SLURM remembers it, it completed, it left its log
+    jobs = [j for j in _jobs(env) if j.get("Comment", "").startswith("rule_")]
+    rules = [j["Comment"].removeprefix("rule_").split("_wildcards_")[0] for j in jobs]
+    assert all(j["JobState"] == "COMPLETED" for j in jobs), [(j["Comment"], j["JobState"]) for j in jobs]
+    assert rules.count("train_mil") == 2 and rules.count("recipes") == 2
+    assert {"simulate_scrna", "embed_scrna_tiny_scrna", "generate"} <= set(rules)
+    assert not {"summary", "splits", "scenario_patients"} & set(rules)  # localrules run on the submit host
+    logs = list((tmp_path / ".snakemake/slurm_logs").rglob("*.log"))
+    assert len(logs) == len(jobs)
+
+    # the profile's resources reached SLURM: partitions, memory of a first attempt, the GPU request
+    for job, rule in zip(jobs, rules, strict=True):
+        assert job["Partition"] == profile_resource(rule, "slurm_partition"), (rule, job)
+        assert job["MinMemoryNode"] == f"{profile_resource(rule, 'mem_mb')}M", (rule, job)
+        assert ("gpu:1" in job.get("TresPerJob", "")) == (rule in GPU_RULES), (rule, job)
+        assert job["CPUs/Task"] == ("2" if rule == "recipes" else "1"), (rule, job)  # cpus_per_task: threads
+    assert len({j["Partition"] for j in jobs}) == 2
