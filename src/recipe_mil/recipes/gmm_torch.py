@@ -238,13 +238,17 @@ class TorchGaussianMixture:
         k = self.n_components
         step = self._chunk(x.shape[1])
 
+        xn = x.square().sum(1)  # row norms once, not once per distance computation
+
         def sqdist(centres: torch.Tensor) -> torch.Tensor:
-            """Squared distances of every row to each centre, (n, m), chunked."""
+            """Squared distances of every row to each centre, (n, m), in blocks of about 32M entries."""
             c2 = centres.square().sum(1)
+            rows = max(step, 2**25 // max(1, len(centres)))
             out = [
-                ((xc.square().sum(1)[:, None] - 2 * xc @ centres.T) + c2).clamp_min_(0) for xc in torch.split(x, step)
+                torch.addmm(c2, xc, centres.T, alpha=-2).add_(nc[:, None]).clamp_min_(0)
+                for xc, nc in zip(torch.split(x, rows), torch.split(xn, rows), strict=True)
             ]
-            return torch.cat(out)
+            return out[0] if len(out) == 1 else torch.cat(out)
 
         trials = 2 + int(math.log(k))
         first = int(rng.integers(n))
@@ -264,7 +268,7 @@ class TorchGaussianMixture:
         labels = torch.argmin(sqdist(centres), dim=1)
         for _ in range(self.kmeans_iter):
             counts = torch.bincount(labels, minlength=k).to(x.dtype)
-            sums = torch.zeros_like(centres).index_add_(0, labels, x)
+            sums = torch.nn.functional.one_hot(labels, k).to(x.dtype).T @ x  # a product, not a scatter
             centres = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
             new = torch.argmin(sqdist(centres), dim=1)
             if torch.equal(new, labels):
@@ -273,22 +277,20 @@ class TorchGaussianMixture:
         return labels
 
     def _init_from_labels(self, x: torch.Tensor, labels: torch.Tensor) -> None:
-        """Parameters from hard assignments, as sklearn's initialisation from k-means labels."""
-        k = self.n_components
+        """Set the parameters from hard assignments, as sklearn's initialisation from k-means labels."""
+        k, d = self.n_components, x.shape[1]
         f64 = torch.float64
-        counts = torch.bincount(labels, minlength=k).to(f64) + 10 * torch.finfo(self._torch_dtype).eps
-        means = torch.zeros(k, x.shape[1], dtype=f64, device=x.device).index_add_(0, labels, x.to(f64))
-        means = means / counts[:, None]
-        diff = x.to(f64) - means[labels]
-        if self.covariance_type == "full":
-            outer = torch.zeros(k, x.shape[1], x.shape[1], dtype=f64, device=x.device)
-            for j in range(k):
-                dj = diff[labels == j]
-                outer[j] = dj.T @ dj
-            cov = outer / counts[:, None, None] + self.reg_covar * torch.eye(x.shape[1], dtype=f64, device=x.device)
-        else:
-            sq = torch.zeros(k, x.shape[1], dtype=f64, device=x.device).index_add_(0, labels, diff.square())
-            cov = sq / counts[:, None] + self.reg_covar
+        order = torch.argsort(labels)  # rows grouped by cluster: contiguous slices, no masks
+        sizes = torch.bincount(labels, minlength=k).tolist()
+        counts = torch.tensor(sizes, dtype=f64, device=x.device) + 10 * torch.finfo(self._torch_dtype).eps
+        means = torch.zeros(k, d, dtype=f64, device=x.device)
+        cov = torch.zeros((k, d, d) if self.covariance_type == "full" else (k, d), dtype=f64, device=x.device)
+        for j, rows in enumerate(torch.split(order, sizes)):
+            xj = x[rows].to(f64)
+            means[j] = xj.sum(0) / counts[j]
+            dj = xj - means[j]
+            cov[j] = (dj.T @ dj if self.covariance_type == "full" else dj.square().sum(0)) / counts[j]
+        cov = cov + self.reg_covar * (torch.eye(d, dtype=f64, device=x.device) if cov.dim() == 3 else 1.0)
         self._set_params((counts / counts.sum()).cpu().numpy(), means.cpu().numpy(), cov.cpu().numpy())
 
     # -- public API --------------------------------------------------------------
