@@ -272,7 +272,7 @@ def test_kill_during_training_then_resume_redoes_only_unfinished_jobs(runs):
         assert not set(outs) & set(r["mtimes"])
     changed = [o for o, t in r["mtimes"].items() if (work / o).stat().st_mtime_ns != t]
     assert not changed, changed
-    # no temporary file of the interrupted writes survives where a result is now complete
+    # after the resume every result file is complete
     final, _ = result_files(work)
     for path in final:
         check_file(path)
