@@ -70,7 +70,7 @@ def test_sheet_errors_name_rows(tmp_path):
     msg = str(err.value)
     assert "duplicate patient ids at line 2 (P0), line 5 (P0)" in msg
     assert "label not among the config's classes ['a', 'b'] at line 6 (P9)" in msg
-    assert "path does not exist at line 7 (P8)" in msg
+    assert "path does not exist at line 7 (P8: /nope.h5)" in msg
     assert "class 'b' has 2 target patients but splits.n_folds=3" in msg
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -47,10 +48,16 @@ class RunResult:
 
 
 def save_model(model: GatedAttentionMIL, path: str | os.PathLike[str]) -> None:
-    """Save a MIL model's weights and architecture atomically."""
+    """Save a MIL model's weights and architecture atomically.
+
+    The same model gives the same bytes: serialised to memory first, because ``torch.save``
+    names the archive's records after the file it writes (here a random temporary name).
+    """
     arch = {k: getattr(model, k) for k in ("in_dim", "n_classes", "hidden", "attention_dim")}
+    buffer = io.BytesIO()
+    torch.save({"arch": arch, "dropout": model.dropout_p, "state_dict": model.state_dict()}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"arch": arch, "dropout": model.dropout_p, "state_dict": model.state_dict()}, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_model(path: str | os.PathLike[str]) -> GatedAttentionMIL:

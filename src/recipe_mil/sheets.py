@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from recipe_mil.io.bags import BagFileError, bag_shape
+
 REQUIRED_COLUMNS = ("patient", "label")
 COHORTS = ("target", "external")
 
@@ -16,9 +18,12 @@ class SampleSheetError(ValueError):
     """A sample sheet is malformed; the message names the file and rows."""
 
 
-def _rows(sheet: pd.DataFrame, mask: pd.Series) -> str:
+def _rows(sheet: pd.DataFrame, mask: pd.Series, *, path: bool = False) -> str:
     # Data rows are numbered as a user sees them in an editor: header is line 1.
-    return ", ".join(f"line {i + 2} ({sheet.at[i, 'patient']})" for i in sheet.index[mask])
+    def row(i: int) -> str:
+        return f"line {i + 2} ({sheet.at[i, 'patient']}{': ' + str(sheet.at[i, 'path']) if path else ''})"
+
+    return ", ".join(row(i) for i in sheet.index[mask])
 
 
 def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
@@ -117,7 +122,7 @@ def check_sheet(
     if file_paths:
         missing = ~sheet["path"].map(lambda x: Path(x).exists())
         if missing.any():
-            problems.append(f"path does not exist at {_rows(sheet, missing)}")
+            problems.append(f"path does not exist at {_rows(sheet, missing, path=True)}")
     if known_patients is not None:
         for cohort, ids in known_patients.items():
             ids = set(ids)
@@ -129,6 +134,59 @@ def check_sheet(
     for cls in classes:
         n = int(counts.get(cls, 0))
         if 0 < n < n_folds:
-            problems.append(f"class {cls!r} has {n} target patients but splits.n_folds={n_folds} needs at least that")
+            problems.append(
+                f"class {cls!r} has {n} target patient{'s' if n > 1 else ''} but splits.n_folds={n_folds} "
+                f"needs at least {n_folds} (one per test fold)"
+            )
     if problems:
         raise SampleSheetError(f"sample sheet {source}:\n  - " + "\n  - ".join(problems))
+
+
+def check_bag_files(sheet: pd.DataFrame, *, source: str) -> int:
+    """Check a ``bags`` sheet's files before any job runs: readable, 2-d, non-empty, one embedding width.
+
+    Only the shapes are read (no features), so this is cheap for any number of bags. Values
+    (NaN or Inf) are checked when a bag is imported.
+
+    Parameters
+    ----------
+    sheet
+        Output of :func:`load_sheet` whose ``path`` column names existing ``.h5`` bag files
+        (check with :func:`check_sheet` first).
+    source
+        Name used in messages (the sheet's path).
+
+    Returns
+    -------
+    int
+        The embedding width shared by every bag.
+
+    Raises
+    ------
+    SampleSheetError
+        Naming the rows (and files) that cannot be read, have no instances, or whose width
+        differs from the most common one.
+    """
+    problems: list[str] = []
+    widths = pd.Series(-1, index=sheet.index)
+    for i, path in sheet["path"].items():
+        try:
+            n, widths[i] = bag_shape(path)
+        except BagFileError as exc:
+            problems.append(f"line {i + 2} ({sheet.at[i, 'patient']}): {exc}")
+            continue
+        if n == 0:
+            problems.append(f"line {i + 2} ({sheet.at[i, 'patient']}): {path} has zero instances")
+    readable = widths[widths >= 0]
+    width = int(readable.value_counts().idxmax()) if len(readable) else -1
+    odd = (widths >= 0) & (widths != width)
+    if odd.any():
+        detail = ", ".join(
+            f"line {i + 2} ({sheet.at[i, 'patient']}: {sheet.at[i, 'path']}) has {widths[i]}" for i in sheet.index[odd]
+        )
+        problems.append(
+            f"embedding widths differ: {int((widths == width).sum())} bags have width {width}, but {detail}"
+        )
+    if problems:
+        raise SampleSheetError(f"sample sheet {source}:\n  - " + "\n  - ".join(problems))
+    return width

@@ -8,8 +8,8 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from recipe_mil.embed.scrna import h5ad_patients  # noqa: E402
-from recipe_mil.sheets import check_sheet, load_sheet  # noqa: E402
+from recipe_mil.io.h5ad import h5ad_patients  # noqa: E402
+from recipe_mil.sheets import check_bag_files, check_sheet, load_sheet  # noqa: E402
 from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
 from recipe_mil.augment import AUGMENTED_METHODS, GENERATORS  # noqa: E402
 from recipe_mil.splits import SCENARIO_PATTERN, make_splits  # noqa: E402
@@ -67,6 +67,8 @@ def load_dataset_sheet(dataset):
         file_paths=ds["modality"] != "scrna" and "simulate" not in ds,
         known_patients=known,
     )
+    if ds["modality"] == "bags" and "simulate" not in ds:
+        check_bag_files(sheet, source=source)  # shapes only: unreadable files, mixed embedding widths
     validate(sheet, schema="../schemas/samples.schema.yaml")
     return sheet
 
@@ -124,6 +126,18 @@ def check_low_data(dataset):
             )
 
 
+def check_missing_class_names():
+    """Fail before any job runs if a missing_class class is no dataset's class (a typo would drop the scenario)."""
+    known = {c for ds in config["datasets"].values() for c in ds["classes"]}
+    unknown = [c for c in config["scenarios"]["missing_class"]["classes"] if c not in known]
+    if unknown:
+        raise ValueError(
+            f"config: scenarios.missing_class.classes has {unknown}, which is no dataset's class "
+            f"(classes: {sorted(known)})"
+        )
+
+
+check_missing_class_names()
 for _ds in SHEETS:
     check_low_data(_ds)
     check_missing_class(_ds)

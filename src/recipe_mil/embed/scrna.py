@@ -14,10 +14,8 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import anndata as ad
-import h5py
 import numpy as np
 import pandas as pd
 import scanpy as sc
@@ -25,11 +23,7 @@ import scipy.sparse as sp
 from sklearn.decomposition import PCA
 
 from recipe_mil.io.bags import write_bag
-
-try:  # anndata >= 0.11
-    from anndata.io import read_elem
-except ImportError:  # pragma: no cover - anndata 0.10
-    from anndata.experimental import read_elem
+from recipe_mil.io.h5ad import _as_str_values, h5ad_patients
 
 logger = logging.getLogger("recipe_mil.embed.scrna")
 
@@ -79,68 +73,6 @@ class ScrnaEmbedParams:
     n_pcs: int = 30
     scale: bool = True
     seed: int = 0
-
-
-def _as_str_values(values: object) -> pd.Series:
-    """Values of an obs column as strings, missing values kept as NaN."""
-    if isinstance(values, np.ndarray) and values.dtype.kind == "S":
-        values = np.char.decode(values, "utf-8")
-    s = pd.Series(values)
-    if s.dtype == object:
-        s = s.map(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v)
-    return s.astype("string").astype(object).where(s.notna())
-
-
-def h5ad_patients(path: str | os.PathLike[str], patient_key: str) -> list[str]:
-    """Return the distinct patient ids in an ``.h5ad`` file, read without loading the matrix.
-
-    Parameters
-    ----------
-    path
-        An ``.h5ad`` file.
-    patient_key
-        The ``obs`` column holding the patient id (categorical or string encodings of
-        any anndata version).
-
-    Returns
-    -------
-    list[str]
-        Patient ids in order of first appearance; missing values are skipped.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    ValueError
-        If the file has no ``obs`` column ``patient_key`` or cannot be read as ``.h5ad``.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: h5ad file does not exist")
-    try:
-        with h5py.File(p, "r") as f:
-            if "obs" not in f:
-                raise ValueError(f"{p}: no 'obs' group, not an .h5ad file")
-            obs = f["obs"]
-            if patient_key not in obs or patient_key in ("__categories", "_index"):
-                order = obs.attrs.get("column-order", [k for k in obs.keys() if k not in ("__categories", "_index")])
-                columns = [c.decode() if isinstance(c, bytes) else str(c) for c in np.atleast_1d(order)]
-                raise ValueError(f"{p}: obs has no column {patient_key!r} (columns: {columns})")
-            node = obs[patient_key]
-            if "encoding-type" in node.attrs:
-                values = read_elem(node)
-            elif "__categories" in obs and patient_key in obs["__categories"]:  # anndata < 0.8
-                categories = np.asarray(obs["__categories"][patient_key][()])
-                codes = np.asarray(node[()])
-                values = pd.Categorical.from_codes(codes, categories=_as_str_values(categories).to_numpy())
-            else:
-                values = node[()]
-    except OSError as exc:
-        raise ValueError(f"{p}: cannot read HDF5 file ({exc})") from exc
-    if isinstance(values, pd.Categorical):
-        values = np.asarray(values.astype(object))
-    series = _as_str_values(np.asarray(values))
-    return [str(v) for v in pd.unique(series.dropna())]
 
 
 def _check_keys(adata: ad.AnnData, params: ScrnaEmbedParams, cohort: str) -> None:
@@ -221,6 +153,7 @@ def embed_scrna(
     params: ScrnaEmbedParams,
     *,
     external: ad.AnnData | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Embed every cell and group the cells by patient.
 
@@ -234,6 +167,9 @@ def embed_scrna(
     external
         An external cohort, projected into the target's space (same genes, scaling
         statistics and principal components); only genes present in both cohorts are used.
+    sources
+        Cohort (``target``, ``external``) -> where its cells came from (a file name), named in
+        error messages.
 
     Returns
     -------
@@ -287,8 +223,9 @@ def embed_scrna(
         logger.info("%s cohort: %d of %d cells kept (min_genes=%d)", name, a.n_obs, n0, params.min_genes)
         empty = sorted(set(before) - set(a.obs["patient"]))
         if empty:
+            where = f" ({sources[name]})" if sources and name in sources else ""
             raise ValueError(
-                f"{name} cohort: patient(s) {empty} have zero cells after QC "
+                f"{name} cohort{where}: patient(s) {empty} have zero cells after QC "
                 f"(every cell has fewer than min_genes={params.min_genes} detected genes)"
             )
     g0 = tgt.n_vars
@@ -464,7 +401,8 @@ def write_scrna_bags(
         assert external_h5ad is not None
         external = _read_cohort(external_h5ad, sheet[is_ext], params)
 
-    embeddings = embed_scrna(target, params, external=external)
+    sources = {"target": str(h5ad), "external": str(external_h5ad)}
+    embeddings = embed_scrna(target, params, external=external, sources=sources)
     for row in sheet.itertuples():
         features, barcodes = embeddings[row.patient]
         write_bag(

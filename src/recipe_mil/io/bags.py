@@ -168,6 +168,39 @@ def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
     )
 
 
+def bag_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Return a bag file's ``features`` shape without reading the features.
+
+    Parameters
+    ----------
+    path
+        A ``.h5`` bag file.
+
+    Returns
+    -------
+    tuple[int, int]
+        (n_instances, embedding width).
+
+    Raises
+    ------
+    BagFileError
+        If the file is missing, is not HDF5, lacks ``features`` or ``features`` is not 2-d.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise BagFileError(f"{p}: bag file does not exist")
+    try:
+        with h5py.File(p, "r") as f:
+            if "features" not in f:
+                raise BagFileError(f"{p}: no 'features' dataset (found: {sorted(f.keys())})")
+            shape = f["features"].shape
+    except OSError as exc:
+        raise BagFileError(f"{p}: cannot read HDF5 file ({exc})") from exc
+    if len(shape) != 2:
+        raise BagFileError(f"{p}: 'features' must be 2-d, got shape {shape}")
+    return int(shape[0]), int(shape[1])
+
+
 def read_bags(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, np.ndarray, list[Bag]]:
     """Read several bags into one feature matrix plus offsets.
 
@@ -191,10 +224,19 @@ def read_bags(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, np.n
         If bags disagree on the embedding width.
     """
     bags = [read_bag(p) for p in paths]
-    widths = {b.features.shape[1] for b in bags}
-    if len(widths) > 1:
-        detail = ", ".join(f"{Path(p).name}: {b.features.shape[1]}" for p, b in zip(paths, bags, strict=True))
-        raise BagFileError(f"bags have different embedding widths ({detail})")
+    by_width: dict[int, list[str]] = {}
+    for p, b in zip(paths, bags, strict=True):
+        by_width.setdefault(b.features.shape[1], []).append(str(p))
+    if len(by_width) > 1:
+        # name every file of the rarer widths, and a few of the common one (a dataset can have thousands)
+        groups = sorted(by_width.items(), key=lambda kv: -len(kv[1]))
+        detail = "; ".join(
+            f"width {w}: {len(files)} bag(s) ({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
+            if i == 0
+            else f"width {w}: {', '.join(files)}"
+            for i, (w, files) in enumerate(groups)
+        )
+        raise BagFileError(f"bags have different embedding widths: {detail}")
     sizes = np.array([b.n_instances for b in bags], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     features = np.concatenate([b.features for b in bags]) if bags else np.empty((0, 0), np.float32)
