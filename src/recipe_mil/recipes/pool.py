@@ -134,12 +134,18 @@ class Projection:
     explained_variance: np.ndarray | None = None
 
     def transform(self, x: np.ndarray, *, dtype: type = np.float64, chunk_rows: int = 65536) -> np.ndarray:
-        """Standardise and project rows, chunk by chunk (float64 arithmetic)."""
-        width = len(self.mean) if self.components is None else self.components.shape[1]
-        out = np.empty((len(x), width), dtype=dtype)
+        """Standardise and project rows, chunk by chunk, in ``dtype`` arithmetic.
+
+        With components, the standardisation is folded into the projection matrix
+        (``x @ (V / scale) - (mean / scale) @ V``): one matrix product per chunk.
+        """
+        if self.components is None:
+            return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale).astype(dtype, copy=False)
+        weights = (self.components / self.scale[:, None]).astype(dtype)
+        offset = ((self.mean / self.scale) @ self.components).astype(dtype)
+        out = np.empty((len(x), weights.shape[1]), dtype=dtype)
         for s in range(0, len(x), chunk_rows):
-            z = (np.asarray(x[s : s + chunk_rows], dtype=np.float64) - self.mean) / self.scale
-            out[s : s + chunk_rows] = z if self.components is None else z @ self.components
+            out[s : s + chunk_rows] = np.asarray(x[s : s + chunk_rows], dtype=dtype) @ weights - offset
         return out
 
 
