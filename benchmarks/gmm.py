@@ -12,7 +12,7 @@ least as good within float32 noise), and, for context, the time of each engine's
 OpenBLAS variables that select a slower kernel on this machine (``OPENBLAS_CORETYPE``,
 ``OPENBLAS_L2_SIZE``) are removed before numpy loads, so scikit-learn runs on its best kernel.
 
-Run: ``python benchmarks/gmm.py [--n 500000] [--d 64] [--k 32] [--iters 10]``.
+Run: ``python benchmarks/gmm.py [--n 500000] [--d 64] [--k 32] [--iters 5]``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500_000)
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     blas = [(i["internal_api"], i.get("architecture"), i["num_threads"]) for i in threadpool_info()]

@@ -27,7 +27,15 @@ from recipe_mil.io.bags import BagFileError, read_bag, read_bags, write_bag
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.simulate.bags import simulate_bag_cohort
 from recipe_mil.simulate.scrna import ScrnaSimParams, simulate_scrna_cohort, write_h5ad_atomic
-from test_workflow import GOOD_ROWS, REPO, TINY, _scrna_user_dataset, snakemake, write_config
+from test_workflow import (
+    GOOD_ROWS,
+    REPO,
+    TINY,
+    _scrna_user_dataset,
+    flow_user_dataset,
+    snakemake,
+    write_config,
+)
 
 CI_PROFILE = ("--workflow-profile", str(REPO / "profiles/ci"))
 
@@ -483,7 +491,7 @@ def test_scrna_patient_with_zero_cells_after_qc_names_the_patient_and_file(tmp_p
 
 def test_flow_file_with_no_event_left_after_qc_names_the_file(tmp_path):
     from recipe_mil.embed.flow import read_fcs
-    from recipe_mil.simulate.flow import FLOW_PANEL, FlowSimParams, simulate_flow_cohort, write_fcs_file
+    from recipe_mil.simulate.flow import FlowSimParams, simulate_flow_cohort, write_fcs_file
 
     sheet = simulate_flow_cohort(
         FlowSimParams(n_patients_per_class=2, events_mean=300, events_sd=10, min_events=200), tmp_path / "fcs"
@@ -494,14 +502,7 @@ def test_flow_file_with_no_event_left_after_qc_names_the_file(tmp_path):
     spill = {k: v for k, v in header.metadata.items() if k in ("spillover", "spill")}
     write_fcs_file(bad, np.full_like(events, np.nan), header.pnn, header.pns, keywords=spill)
     config = {
-        "datasets": {
-            "user_flow": {
-                "modality": "flow",
-                "classes": ["healthy", "aml", "low_blast"],
-                "samples": str(tmp_path / "flow.tsv"),
-                "flow": {"max_events": 100, "panel": FLOW_PANEL},
-            }
-        },
+        "datasets": flow_user_dataset(tmp_path / "flow.tsv"),
         "splits": {"n_folds": 2},
     }
     patient = sheet.at[0, "patient"]

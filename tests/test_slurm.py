@@ -24,6 +24,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from test_workflow import TINY
+
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
@@ -33,23 +35,14 @@ INIT_SECONDS = 2
 MIN_JOB_AGE = 300
 WORKFLOW_TIMEOUT = 420
 
-TINY_SLURM = {
-    "seed": 1,
+TINY_SLURM = {  # test_workflow's tiny scRNA config, cut down to what a SLURM round trip needs
+    **TINY,
     "datasets": {
         "tiny_scrna": {
-            "modality": "scrna",
-            "classes": ["healthy", "disease_a", "disease_b"],
-            "simulate": {
-                "n_patients_per_class": 6,
-                "n_genes": 200,
-                "cells_per_patient_mean": 100,
-                "cells_per_patient_sd": 20,
-                "external": {"classes": ["healthy"], "n_patients_per_class": 2},
-            },
-            "scrna": {"n_top_genes": 100, "n_pcs": 10, "min_genes": 10},
-        },
+            **TINY["datasets"]["tiny_scrna"],
+            "simulate": {**TINY["datasets"]["tiny_scrna"]["simulate"], "cells_per_patient_mean": 100},
+        }
     },
-    "splits": {"n_folds": 2},
     "scenarios": {"full": True},
     "methods": ["real_only", "recipe"],
     "gmm": {"n_components": [3], "n_init": 1},

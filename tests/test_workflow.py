@@ -274,6 +274,18 @@ def test_flow_and_image_modalities_end_to_end(tmp_path):
     assert smear_bag.encoder == "morphology" and smear_bag.instance_ids[0].endswith(".png")
 
 
+def flow_user_dataset(sheet: Path) -> dict:
+    """``datasets`` entry of a user flow cohort (the simulator's sheet, its 12-marker panel)."""
+    return {
+        "user_flow": {
+            "modality": "flow",
+            "classes": ["healthy", "aml", "low_blast"],
+            "samples": str(sheet),
+            "flow": {"max_events": 100, "panel": FLOW_PANEL},
+        }
+    }
+
+
 def test_corrupt_fcs_names_the_file_keeps_other_bags_and_rerun_redoes_only_it(tmp_path):
     from recipe_mil.simulate.flow import FlowSimParams, simulate_flow_cohort
 
@@ -286,14 +298,7 @@ def test_corrupt_fcs_names_the_file_keeps_other_bags_and_rerun_redoes_only_it(tm
     bad.write_bytes(good_bytes[: len(good_bytes) // 2])  # truncated in the data segment
     config = {
         **TINY,
-        "datasets": {
-            "user_flow": {
-                "modality": "flow",
-                "classes": ["healthy", "aml", "low_blast"],
-                "samples": str(tmp_path / "flow.tsv"),
-                "flow": {"max_events": 100, "panel": FLOW_PANEL},
-            }
-        },
+        "datasets": flow_user_dataset(tmp_path / "flow.tsv"),
         "splits": {"n_folds": 2},
         "scenarios": {"full": True},
         "methods": ["real_only"],

@@ -47,8 +47,8 @@ from scipy import ndimage
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from recipe_mil.device import resolve_device
 from recipe_mil.io.bags import BagFileError, write_bag
-from recipe_mil.mil.train import resolve_device
 
 logger = logging.getLogger("recipe_mil.embed.image")
 
@@ -872,7 +872,7 @@ class TorchEncoder(Encoder):
     mean, std
         Per-channel normalisation of the 0-1 input.
     device
-        ``"auto"``, ``"cpu"``, ``"cuda"``... (see :func:`recipe_mil.mil.train.resolve_device`).
+        ``"auto"``, ``"cpu"``, ``"cuda"``... (see :func:`recipe_mil.device.resolve_device`).
         On a GPU the forward pass runs under bf16 autocast; features are returned as float32.
     batch_size, num_workers, log_every
         See :class:`ImageEmbedParams`.

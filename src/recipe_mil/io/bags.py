@@ -112,6 +112,23 @@ def _attr_str(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _open_bag(p: Path) -> h5py.File:
+    """Open a bag file for reading; a missing file is a :class:`BagFileError` naming it."""
+    if not p.is_file():
+        raise BagFileError(f"{p}: bag file does not exist")
+    return h5py.File(p, "r")
+
+
+def _features_dataset(f: h5py.File, p: Path) -> h5py.Dataset:
+    """Return the bag's 2-d ``features`` dataset (not read), or raise a :class:`BagFileError` naming the file."""
+    if "features" not in f:
+        raise BagFileError(f"{p}: no 'features' dataset (found: {sorted(f.keys())})")
+    ds = f["features"]
+    if ds.ndim != 2:
+        raise BagFileError(f"{p}: 'features' must be 2-d, got shape {ds.shape}")
+    return ds
+
+
 def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
     """Read one bag file and check it against the bag contract.
 
@@ -135,15 +152,9 @@ def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
         If the file is missing, unreadable, lacks ``features`` or holds non-finite values.
     """
     p = Path(path)
-    if not p.is_file():
-        raise BagFileError(f"{p}: bag file does not exist")
     try:
-        with h5py.File(p, "r") as f:
-            if "features" not in f:
-                raise BagFileError(f"{p}: no 'features' dataset (found: {sorted(f.keys())})")
-            ds = f["features"]
-            if ds.ndim != 2:
-                raise BagFileError(f"{p}: 'features' must be 2-d, got shape {ds.shape}")
+        with _open_bag(p) as f:
+            ds = _features_dataset(f, p)
             feats = ds[()].astype(np.float32, copy=False) if features else np.empty((0, ds.shape[1]), np.float32)
             n = ds.shape[0]
             if "instance_ids" in f:
@@ -187,17 +198,11 @@ def bag_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
         If the file is missing, is not HDF5, lacks ``features`` or ``features`` is not 2-d.
     """
     p = Path(path)
-    if not p.is_file():
-        raise BagFileError(f"{p}: bag file does not exist")
     try:
-        with h5py.File(p, "r") as f:
-            if "features" not in f:
-                raise BagFileError(f"{p}: no 'features' dataset (found: {sorted(f.keys())})")
-            shape = f["features"].shape
+        with _open_bag(p) as f:
+            shape = _features_dataset(f, p).shape
     except OSError as exc:
         raise BagFileError(f"{p}: cannot read HDF5 file ({exc})") from exc
-    if len(shape) != 2:
-        raise BagFileError(f"{p}: 'features' must be 2-d, got shape {shape}")
     return int(shape[0]), int(shape[1])
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
+from recipe_mil.device import resolve_device
 from recipe_mil.mil.data import BagCollection, balanced_epoch, collate
 from recipe_mil.mil.model import GatedAttentionMIL
 
@@ -95,27 +96,6 @@ class FitResult:
     model: GatedAttentionMIL
     history: list[dict[str, float | int | None]] = field(default_factory=list)
     best_epoch: int = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """Turn a device name into a :class:`torch.device`.
-
-    Parameters
-    ----------
-    name
-        ``"auto"`` for CUDA when available and CPU otherwise, or any torch device string.
-
-    Returns
-    -------
-    torch.device
-        The device.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def _on_device(bags: BagCollection, device: torch.device) -> torch.Tensor | None:

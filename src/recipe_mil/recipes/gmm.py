@@ -59,31 +59,20 @@ def _gmm(
     warm: GaussianMixture | TorchGaussianMixture | None = None,
 ) -> GaussianMixture | TorchGaussianMixture:
     """Build an unfitted mixture of either engine; ``warm`` gives starting parameters."""
-    start = {}
+    opts: dict[str, object] = {
+        "n_components": k,
+        "covariance_type": covariance_type,
+        "n_init": n_init,
+        "max_iter": max_iter,
+        "reg_covar": reg_covar,
+        "random_state": seed,
+    }
     if warm is not None:
-        start = {"weights_init": warm.weights_, "means_init": warm.means_, "precisions_init": warm.precisions_}
-        n_init = 1
+        opts.update(weights_init=warm.weights_, means_init=warm.means_, precisions_init=warm.precisions_, n_init=1)
     if engine == "sklearn":
-        return GaussianMixture(
-            n_components=k,
-            covariance_type=covariance_type,
-            n_init=n_init,
-            max_iter=max_iter,
-            reg_covar=reg_covar,
-            random_state=seed,
-            **start,
-        )
+        return GaussianMixture(**opts)
     if engine == "torch":
-        return TorchGaussianMixture(
-            k,
-            covariance_type=covariance_type,
-            n_init=n_init,
-            max_iter=max_iter,
-            reg_covar=reg_covar,
-            random_state=seed,
-            device=device,
-            **start,
-        )
+        return TorchGaussianMixture(device=device, **opts)
     raise ValueError(f"gmm engine must be one of {GMM_ENGINES}, got {engine!r}")
 
 

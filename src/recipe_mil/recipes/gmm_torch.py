@@ -16,6 +16,8 @@ import math
 import numpy as np
 import torch
 
+from recipe_mil.device import resolve_device
+
 logger = logging.getLogger(__name__)
 
 COVARIANCE_TYPES = ("full", "diag")
@@ -24,16 +26,6 @@ _ILL_DEFINED = (
     "fitting the mixture failed: a component has an ill-defined covariance (a singleton or collapsed "
     "cluster); use fewer components, a larger gmm.reg_covar, or standardised input"
 )
-
-
-def resolve_gmm_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"GMM device {name!r} requested but CUDA is not available")
-    return device
 
 
 class TorchGaussianMixture:
@@ -124,7 +116,7 @@ class TorchGaussianMixture:
         return max(1024, (16 * 2**20) // max(1, self.n_components * d))
 
     def _to_device(self, x: np.ndarray) -> torch.Tensor:
-        dev = resolve_gmm_device(self.device)
+        dev = resolve_device(self.device)
         return torch.as_tensor(np.ascontiguousarray(x), dtype=self._torch_dtype).to(dev)
 
     def _set_params(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> None:
