@@ -228,7 +228,7 @@ def read_bags(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, np.n
     BagFileError
         If bags disagree on the embedding width.
     """
-    bags = [read_bag(p) for p in paths]
+    bags = [read_bag(p, features=False) for p in paths]  # shapes and ids first: no pool-sized copy
     by_width: dict[int, list[str]] = {}
     for p, b in zip(paths, bags, strict=True):
         by_width.setdefault(b.features.shape[1], []).append(str(p))
@@ -242,9 +242,14 @@ def read_bags(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, np.n
             for i, (w, files) in enumerate(groups)
         )
         raise BagFileError(f"bags have different embedding widths: {detail}")
-    sizes = np.array([b.n_instances for b in bags], dtype=np.int64)
+    sizes = np.array([len(b.instance_ids) for b in bags], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    features = np.concatenate([b.features for b in bags]) if bags else np.empty((0, 0), np.float32)
-    for b, start, stop in zip(bags, offsets[:-1], offsets[1:], strict=True):
+    # one preallocated matrix filled bag by bag: peak memory is the pool plus one bag, not twice the pool
+    features = np.empty((int(offsets[-1]), next(iter(by_width)) if bags else 0), dtype=np.float32)
+    for p, b, start, stop in zip(paths, bags, offsets[:-1], offsets[1:], strict=True):
+        feats = read_bag(p).features
+        if len(feats) != stop - start:
+            raise BagFileError(f"{p}: changed while being read ({stop - start} then {len(feats)} instances)")
+        features[start:stop] = feats
         b.features = features[start:stop]
     return features, offsets, bags

@@ -97,14 +97,15 @@ def align_external(x: np.ndarray, cohorts: np.ndarray, mode: str) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        A float32 copy with the external rows aligned (target rows unchanged).
+        Float32: a copy with the external rows aligned (target rows unchanged), or ``x``
+        itself when there is nothing to align (never modified in place).
     """
     if mode not in ALIGN_MODES:
         raise ValueError(f"align_external must be one of {ALIGN_MODES}, got {mode!r}")
-    out = np.array(x, dtype=np.float32, copy=True)
     ext, tgt = cohorts == "external", cohorts == "target"
     if mode == "none" or not ext.any() or not tgt.any():
-        return out
+        return np.asarray(x, dtype=np.float32)  # nothing to align: no copy of a pool that may be most of memory
+    out = np.array(x, dtype=np.float32, copy=True)
     m_t, m_e = out[tgt].mean(axis=0), out[ext].mean(axis=0)
     if mode == "centre":
         out[ext] = out[ext] - m_e + m_t
