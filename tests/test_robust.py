@@ -28,6 +28,7 @@ from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.simulate.bags import simulate_bag_cohort
 from recipe_mil.simulate.scrna import ScrnaSimParams, simulate_scrna_cohort, write_h5ad_atomic
 from test_workflow import (
+    CI_PROFILE,
     GOOD_ROWS,
     REPO,
     TINY,
@@ -36,8 +37,6 @@ from test_workflow import (
     snakemake,
     write_config,
 )
-
-CI_PROFILE = ("--workflow-profile", str(REPO / "profiles/ci"))
 
 # One simulated scRNA dataset, 2 folds, the full scenario, real_only + recipe: every stage
 # (simulate, embed, splits, pools + GMM + recipes, generation, realism, training, summary) in 14 jobs.

@@ -60,6 +60,17 @@ def write_config(workdir: Path, config: dict) -> Path:
     return path
 
 
+CI_PROFILE = ("--workflow-profile", str(REPO / "profiles/ci"))
+
+
+def run_to_end(workdir: Path, config: dict) -> tuple[Path, subprocess.CompletedProcess]:
+    """Write ``config`` into ``workdir`` and run the workflow there to the end (2 cores, CI profile)."""
+    cfg = write_config(workdir, config)
+    res = snakemake(workdir, "--configfile", str(cfg), "--cores", "2", *CI_PROFILE)
+    assert res.returncode == 0, res.stderr[-5000:]
+    return cfg, res
+
+
 def test_demo_config_dry_run_and_lint():
     res = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300
@@ -75,9 +86,7 @@ def test_demo_config_dry_run_and_lint():
 def tiny_run(tmp_path_factory):
     """One end-to-end run on a simulated scRNA dataset: every scenario and method."""
     work = tmp_path_factory.mktemp("tiny")
-    cfg = write_config(work, TINY)
-    res = snakemake(work, "--configfile", str(cfg), "--cores", "2", "--workflow-profile", str(REPO / "profiles/ci"))
-    assert res.returncode == 0, res.stderr[-5000:]
+    cfg, res = run_to_end(work, TINY)
     return work, cfg, res
 
 
@@ -167,9 +176,7 @@ def test_bags_modality_end_to_end(tmp_path):
         "scenarios": {"full": True},
         "methods": ["real_only", "recipe"],
     }
-    cfg = write_config(tmp_path, config)
-    res = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2", "--workflow-profile", str(REPO / "profiles/ci"))
-    assert res.returncode == 0, res.stderr[-5000:]
+    run_to_end(tmp_path, config)
     summary = pd.read_csv(tmp_path / "results/summary.tsv", sep="\t")
     assert len(summary) == 4 and set(summary["method"]) == {"real_only", "recipe"}
     bag = read_bag(tmp_path / "results/bags/bags/healthy_00.h5")
@@ -178,12 +185,10 @@ def test_bags_modality_end_to_end(tmp_path):
 
 def test_rerun_is_noop_and_report(tiny_run):
     work, cfg, _ = tiny_run
-    res = snakemake(work, "--configfile", str(cfg), "-n", "--workflow-profile", str(REPO / "profiles/ci"))
+    res = snakemake(work, "--configfile", str(cfg), "-n", *CI_PROFILE)
     assert res.returncode == 0
     assert "Nothing to be done" in res.stdout + res.stderr
-    rep = snakemake(
-        work, "--configfile", str(cfg), "--report", "report.html", "--workflow-profile", str(REPO / "profiles/ci")
-    )
+    rep = snakemake(work, "--configfile", str(cfg), "--report", "report.html", *CI_PROFILE)
     assert rep.returncode == 0, rep.stderr[-3000:]
     assert (work / "report.html").stat().st_size > 50_000
 
@@ -260,9 +265,7 @@ def test_flow_and_image_modalities_end_to_end(tmp_path):
         "scenarios": {"full": True},
         "methods": ["real_only", "recipe"],
     }
-    cfg = write_config(tmp_path, config)
-    res = snakemake(tmp_path, "--configfile", str(cfg), "--cores", "2", "--workflow-profile", str(REPO / "profiles/ci"))
-    assert res.returncode == 0, res.stderr[-5000:]
+    run_to_end(tmp_path, config)
     summary = pd.read_csv(tmp_path / "results/summary.tsv", sep="\t")
     assert len(summary) == 2 * 2 * 2 and set(summary["dataset"]) == {"tiny_flow", "tiny_smear"}
     flow_bag = read_bag(tmp_path / "results/tiny_flow/bags/F000.h5")
