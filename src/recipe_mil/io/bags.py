@@ -228,10 +228,10 @@ def read_bags(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, np.n
     BagFileError
         If bags disagree on the embedding width.
     """
-    bags = [read_bag(p, features=False) for p in paths]  # shapes and ids first: no pool-sized copy
+    shapes = [bag_shape(p) for p in paths]  # headers only: the matrix is allocated once, before any data is read
     by_width: dict[int, list[str]] = {}
-    for p, b in zip(paths, bags, strict=True):
-        by_width.setdefault(b.features.shape[1], []).append(str(p))
+    for p, (_, width) in zip(paths, shapes, strict=True):
+        by_width.setdefault(width, []).append(str(p))
     if len(by_width) > 1:
         # name every file of the rarer widths, and a few of the common one (a dataset can have thousands)
         groups = sorted(by_width.items(), key=lambda kv: -len(kv[1]))
@@ -242,14 +242,15 @@ def read_bags(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, np.n
             for i, (w, files) in enumerate(groups)
         )
         raise BagFileError(f"bags have different embedding widths: {detail}")
-    sizes = np.array([len(b.instance_ids) for b in bags], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum([n for n, _ in shapes])]).astype(np.int64)
     # one preallocated matrix filled bag by bag: peak memory is the pool plus one bag, not twice the pool
-    features = np.empty((int(offsets[-1]), next(iter(by_width)) if bags else 0), dtype=np.float32)
-    for p, b, start, stop in zip(paths, bags, offsets[:-1], offsets[1:], strict=True):
-        feats = read_bag(p).features
-        if len(feats) != stop - start:
-            raise BagFileError(f"{p}: changed while being read ({stop - start} then {len(feats)} instances)")
-        features[start:stop] = feats
-        b.features = features[start:stop]
+    features = np.empty((int(offsets[-1]), next(iter(by_width)) if shapes else 0), dtype=np.float32)
+    bags = []
+    for p, start, stop in zip(paths, offsets[:-1], offsets[1:], strict=True):
+        bag = read_bag(p)
+        if bag.n_instances != stop - start:
+            raise BagFileError(f"{p}: changed while being read ({stop - start} then {bag.n_instances} instances)")
+        features[start:stop] = bag.features
+        bag.features = features[start:stop]
+        bags.append(bag)
     return features, offsets, bags

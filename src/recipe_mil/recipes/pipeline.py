@@ -117,7 +117,7 @@ def fit_fold_recipes(
     cohorts = pool.obs["cohort"].astype(str).to_numpy()
     pool.X = align_external(pool.X, cohorts, config.align_external)
     target = cohorts == "target"
-    z = gmm_space(pool.X, standardize=config.standardize, n_pcs=config.n_pcs, seed=seed, fit_rows=target)
+    z = gmm_space(pool.X, standardize=config.standardize, n_pcs=config.n_pcs, fit_rows=target)  # exact PCA: no seed
     gmm = fit_gmm(
         z[target],
         config.n_components,

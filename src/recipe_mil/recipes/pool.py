@@ -232,9 +232,7 @@ def bag_chunks(paths: Sequence[str], *, chunk_rows: int = 262144) -> Iterator[np
         yield np.concatenate(block)
 
 
-def gmm_space(
-    x: np.ndarray, *, standardize: bool, n_pcs: int | None, seed: int = 0, fit_rows: np.ndarray | None = None
-) -> np.ndarray:
+def gmm_space(x: np.ndarray, *, standardize: bool, n_pcs: int | None, fit_rows: np.ndarray | None = None) -> np.ndarray:
     """Optionally standardise and PCA-reduce the pool before the GMM.
 
     Parameters
@@ -245,8 +243,6 @@ def gmm_space(
         Centre and scale each feature to unit variance.
     n_pcs
         Number of principal components, or None/0 to keep all features.
-    seed
-        Unused (the PCA is exact and deterministic); kept for callers that pass it.
     fit_rows
         Boolean mask of the rows the statistics are fitted on (default: all); the
         transform is applied to every row.
@@ -256,6 +252,5 @@ def gmm_space(
     numpy.ndarray
         The transformed pool, float64.
     """
-    del seed
     projection = fit_projection(row_chunks(x, fit_rows), standardize=standardize, n_pcs=n_pcs)
     return projection.transform(x)
