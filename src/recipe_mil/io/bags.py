@@ -2,7 +2,9 @@
 
 A bag file is HDF5 with a dataset ``features`` (float32, n_instances x d), a dataset
 ``instance_ids`` (UTF-8 strings) and attributes ``patient``, ``label``, ``encoder`` and
-``recipe_mil_version``.
+``recipe_mil_version``. Bags of simulated patients may add ``truth_cell_type`` (UTF-8
+strings, one per instance: the simulated cell type or state), which checks such as the
+clusters' agreement with the truth read; real data has none. See ``docs/method.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 
 from recipe_mil import __version__
 from recipe_mil.io.atomic import atomic_path
+
+TRUTH_DATASET = "truth_cell_type"
 
 
 class BagFileError(ValueError):
@@ -41,6 +45,8 @@ class Bag:
         Name of the encoder that produced the features.
     attrs
         Any further attributes stored in the file.
+    truth
+        Simulated data only: each instance's true cell type (``truth_cell_type``), else None.
     """
 
     features: np.ndarray
@@ -49,6 +55,7 @@ class Bag:
     label: str
     encoder: str = "unknown"
     attrs: dict[str, object] = field(default_factory=dict)
+    truth: np.ndarray | None = None
 
     @property
     def n_instances(self) -> int:
@@ -65,6 +72,7 @@ def write_bag(
     label: str,
     encoder: str,
     extra_attrs: dict[str, object] | None = None,
+    truth: Sequence[str] | np.ndarray | None = None,
 ) -> None:
     """Write one bag file atomically.
 
@@ -80,6 +88,8 @@ def write_bag(
         Stored as file attributes.
     extra_attrs
         Further attributes to store.
+    truth
+        Simulated data: each instance's true cell type, stored as ``truth_cell_type``.
 
     Raises
     ------
@@ -97,9 +107,15 @@ def write_bag(
     if not np.isfinite(feats).all():
         bad = int((~np.isfinite(feats)).any(axis=1).sum())
         raise BagFileError(f"{path}: patient {patient!r} has {bad} instances with NaN or Inf features")
+    if truth is not None and len(truth) != feats.shape[0]:
+        raise BagFileError(f"{path}: {feats.shape[0]} feature rows but {len(truth)} truth labels")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("features", data=feats)
         f.create_dataset("instance_ids", data=ids, dtype=h5py.string_dtype("utf-8"))
+        if truth is not None:
+            f.create_dataset(
+                TRUTH_DATASET, data=np.asarray([str(t) for t in truth], dtype=object), dtype=h5py.string_dtype("utf-8")
+            )
         f.attrs["patient"] = str(patient)
         f.attrs["label"] = str(label)
         f.attrs["encoder"] = str(encoder)
@@ -161,6 +177,7 @@ def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
                 ids = np.asarray([_attr_str(x) for x in f["instance_ids"][()]], dtype=object)
             else:
                 ids = np.asarray([str(i) for i in range(n)], dtype=object)
+            truth = np.asarray(f[TRUTH_DATASET].asstr()[()], dtype=object) if TRUTH_DATASET in f else None
             attrs = {k: f.attrs[k] for k in f.attrs}
     except OSError as exc:
         raise BagFileError(f"{p}: cannot read HDF5 file ({exc})") from exc
@@ -176,6 +193,7 @@ def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
         label=_attr_str(attrs.pop("label", "")),
         encoder=_attr_str(attrs.pop("encoder", "unknown")),
         attrs=attrs,
+        truth=truth if truth is not None and len(truth) == n else None,
     )
 
 
