@@ -21,9 +21,10 @@ def test_scrna_recipes_recover_truth(tmp_path):
         paths[patient] = str(tmp_path / f"{patient}.h5")
         write_bag(paths[patient], x, barcodes, patient=patient, label=labels[patient], encoder="scanpy-pca")
     patients = pd.DataFrame({"patient": list(paths), "label": labels[list(paths)].to_numpy(), "cohort": "target"})
-    pool, recipes, gmm = fit_fold_recipes(
+    fold = fit_fold_recipes(
         patients.assign(role="train"), paths, RecipeConfig(n_components=[4, 6, 8], n_pcs=16), seed=0
     )
+    pool, recipes, gmm = fold.pool, fold.recipes, fold.gmm
     # BIC finds the six simulated cell types and the clusters are the cell types
     assert gmm.n_components == params.n_cell_types
     cell_type = adata.obs.loc[pool.obs["instance_id"].to_numpy(), "cell_type"].astype(str).to_numpy()

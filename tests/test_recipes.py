@@ -57,7 +57,8 @@ def test_recipes_recover_ground_truth_class_proportions(tmp_path):
     sheet, paths, truth_types = _blob_cohort(tmp_path)
     patients = sheet.assign(role="train")
     config = RecipeConfig(n_components=[3, 5, 7], n_pcs=None, subsample=None, n_init=3)
-    pool, recipes, gmm = fit_fold_recipes(patients, paths, config, seed=0)
+    fold = fit_fold_recipes(patients, paths, config, seed=0)
+    pool, recipes, gmm = fold.pool, fold.recipes, fold.gmm
     assert gmm.n_components == 5  # BIC picks the true number of cell types
     # match clusters to cell types by the confusion matrix
     types = np.concatenate([truth_types[p] for p in patients["patient"]])
@@ -68,7 +69,7 @@ def test_recipes_recover_ground_truth_class_proportions(tmp_path):
     for cls, truth in TRUE_PROPS.items():
         learned = np.asarray(recipes[cls].mean_proportions)[[cluster_of_type[t] for t in range(5)]]
         np.testing.assert_allclose(learned, truth, atol=0.05)
-        assert recipes[cls].dirichlet_fit == "mle"
+        assert recipes[cls].dirichlet_fit == "shrunk"
         assert sorted(recipes[cls].patients) == sorted(sheet.loc[sheet["label"] == cls, "patient"])
     # recipes.json round trip
     write_recipes(tmp_path / "recipes.json", recipes, n_clusters=5)
@@ -79,9 +80,8 @@ def test_recipes_recover_ground_truth_class_proportions(tmp_path):
 
 def test_generated_bags_follow_recipe_and_source(tmp_path):
     sheet, paths, _ = _blob_cohort(tmp_path)
-    pool, recipes, gmm = fit_fold_recipes(
-        sheet.assign(role="train"), paths, RecipeConfig(n_components=5, n_pcs=None), seed=0
-    )
+    fold = fit_fold_recipes(sheet.assign(role="train"), paths, RecipeConfig(n_components=5, n_pcs=None), seed=0)
+    pool, recipes = fold.pool, fold.recipes
     clusters = pool.obs["cluster"].to_numpy()
     labels = pool.obs["label"].astype(str).to_numpy()
     cohorts = pool.obs["cohort"].astype(str).to_numpy()
@@ -120,7 +120,8 @@ def test_leakage_rule_no_val_or_test_instance_in_pool_or_synthetic(tmp_path):
             patients = scenario_patients(splits, repeat=0, fold=fold, scenario=scenario, seed=0)
             held_out = set(patients.loc[patients["role"].isin(["val", "test"]), "patient"])
             train = set(patients.loc[patients["role"] == "train", "patient"])
-            pool, recipes, _ = fit_fold_recipes(patients, paths, RecipeConfig(n_components=5, n_pcs=None), seed=0)
+            fit = fit_fold_recipes(patients, paths, RecipeConfig(n_components=5, n_pcs=None), seed=0)
+            pool, recipes = fit.pool, fit.recipes
             pooled = set(pool.obs["patient"].astype(str))
             assert pooled == train and not pooled & held_out
             assert not {p for r in recipes.values() for p in r.patients} & held_out
@@ -153,20 +154,31 @@ def test_dirichlet_multinomial_recovers_alpha_with_zero_counts():
     assert abs(alpha_p.sum() - alpha.sum()) / alpha.sum() > 0.2
 
 
-def test_align_external_matches_target_statistics_and_leaves_target_rows():
-    from recipe_mil.recipes.pool import align_external
+def test_alignment_uses_shared_classes_and_keeps_the_class_difference():
+    from recipe_mil.recipes.pool import fit_alignment
 
     rng = np.random.default_rng(0)
-    x = np.vstack([rng.normal(0, 1, (300, 4)), rng.normal(3, 2, (200, 4))]).astype(np.float32)
-    cohorts = np.array(["target"] * 300 + ["external"] * 200)
-    centred = align_external(x, cohorts, "centre")
-    np.testing.assert_array_equal(centred[:300], x[:300])
-    np.testing.assert_allclose(centred[300:].mean(0), x[:300].mean(0), atol=1e-5)
-    std = align_external(x, cohorts, "standardise")
-    np.testing.assert_allclose(std[300:].std(0), x[:300].std(0), rtol=1e-4)
-    np.testing.assert_array_equal(align_external(x, cohorts, "none"), x)
+    # target: classes a (mean 0) and b (mean 2); external: the same classes shifted by +3 and scaled by 2, plus a
+    # class c (mean 5 before the shift) that the target cohort lacks
+    n = 3000
+    tgt = np.vstack([rng.normal(0, 1, (n, 4)), rng.normal(2, 1, (n, 4))])
+    tgt_lab = np.array(["a"] * n + ["b"] * n)
+    ext = np.vstack([rng.normal(0, 1, (n, 4)), rng.normal(2, 1, (n, 4)), rng.normal(5, 1, (n, 4))]) * 2 + 3
+    ext_lab = np.array(["a"] * n + ["b"] * n + ["c"] * n)
+    centre = fit_alignment(tgt, tgt_lab, ext, ext_lab, "centre")
+    assert centre.classes == ("a", "b")  # statistics from the shared classes only, class c's rows ignored
+    np.testing.assert_allclose(centre.apply(ext)[ext_lab != "c"].mean(0), 1.0, atol=0.1)  # shared classes' mean
+    std = fit_alignment(tgt, tgt_lab, ext, ext_lab, "standardise").apply(ext)
+    for c, mu in (("a", 0.0), ("b", 2.0)):
+        np.testing.assert_allclose(std[ext_lab == c].mean(0), mu, atol=0.15)
+    # class c keeps its distance from the shared classes (5 on the target scale), within-class sd is matched
+    np.testing.assert_allclose(std[ext_lab == "c"].mean(0), 5.0, atol=0.2)
+    np.testing.assert_allclose(std[ext_lab == "a"].std(0), 1.0, atol=0.1)
+    # an external cohort holding only the class the target lacks cannot be aligned: refused, naming both sides
+    with pytest.raises(ValueError, match="needs a class with patients in both cohorts"):
+        fit_alignment(tgt, tgt_lab, ext[ext_lab == "c"], ext_lab[ext_lab == "c"], "centre")
     with pytest.raises(ValueError, match="align_external must be one of"):
-        align_external(x, cohorts, "zscore")
+        fit_alignment(tgt, tgt_lab, ext, ext_lab, "zscore")
 
 
 def test_sample_groups_draws_without_repeats_and_uniformly():

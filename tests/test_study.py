@@ -16,8 +16,7 @@ from recipe_mil.simulate.bags import simulate_bag_cohort
 def pool(tmp_path_factory):
     sheet, _ = simulate_bag_cohort(tmp_path_factory.mktemp("bags"), n_per_class=6, size_range=(60, 120), seed=4)
     paths = dict(zip(sheet["patient"], sheet["path"], strict=True))
-    pool, _, _ = fit_fold_recipes(sheet.assign(role="train"), paths, RecipeConfig(n_components=5, n_pcs=None), seed=0)
-    return pool
+    return fit_fold_recipes(sheet.assign(role="train"), paths, RecipeConfig(n_components=5, n_pcs=None), seed=0).pool
 
 
 def test_uncertainty_scores_and_policies_on_a_hand_made_case():

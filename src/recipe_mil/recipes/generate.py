@@ -62,7 +62,7 @@ class SyntheticSet:
 
     def bags(self) -> list[np.ndarray]:
         """Pool row indices of every bag."""
-        return np.split(self.indices, self.indptr[1:-1])
+        return np.split(self.indices, self.indptr[1:-1]) if len(self) else []
 
     def subset(self, keep: np.ndarray) -> SyntheticSet:
         """Return the bags whose index is in ``keep`` (index array or boolean mask), scores included."""

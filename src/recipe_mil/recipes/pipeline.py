@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 import anndata as ad
 import numpy as np
 import pandas as pd
+from sklearn.metrics import adjusted_rand_score
 
+from recipe_mil.io.bags import read_bags
 from recipe_mil.recipes.gmm import GMMFit, fit_gmm
-from recipe_mil.recipes.pool import align_external, build_pool, gmm_space
-from recipe_mil.recipes.recipes import ClassRecipe, learn_recipe, patient_counts
+from recipe_mil.recipes.pool import Alignment, build_pool, fit_alignment, gmm_space
+from recipe_mil.recipes.recipes import ClassRecipe, fit_class_dirichlets, learn_recipe, patient_counts
 
 logger = logging.getLogger(__name__)
 
@@ -24,19 +26,23 @@ class RecipeConfig:
     Attributes
     ----------
     standardize, n_pcs
-        Transform of the pool before the GMM.
+        Transform of the pool before the GMM (``standardize``: true, false or ``auto``;
+        see :func:`recipe_mil.recipes.pool.fit_projection`).
     n_components
         Fixed K or a grid of K for BIC selection.
-    covariance_type, n_init, max_iter, reg_covar, subsample, engine, device
+    covariance_type, n_init, max_iter, reg_covar, subsample, engine, device, widen, criterion
         GMM options (see :func:`recipe_mil.recipes.gmm.fit_gmm`).
     proportions
         ``hard`` (cluster counts) or ``soft`` (mean responsibilities).
     align_external
         ``none``, ``centre`` or ``standardise``: per-feature alignment of external-cohort
-        rows to the target rows before pooling.
+        rows to the target rows before pooling, from classes both cohorts share.
+    concentration, prior_weight
+        How the class Dirichlets' concentrations are estimated
+        (:func:`recipe_mil.recipes.recipes.fit_class_dirichlets`).
     """
 
-    standardize: bool = True
+    standardize: bool | str = "auto"
     n_pcs: int | None = 16
     n_components: int | Sequence[int] = field(default_factory=lambda: [4, 6, 8, 10])
     covariance_type: str = "full"
@@ -46,11 +52,22 @@ class RecipeConfig:
     subsample: int | None = 20000
     engine: str = "torch"
     device: str = "auto"
+    widen: int = 3
+    criterion: str = "icl"
     proportions: str = "hard"
     align_external: str = "none"
+    concentration: str = "shrunk"
+    prior_weight: float = 4.0
 
 
-def learn_recipes(pool: ad.AnnData, assignments: np.ndarray, n_clusters: int) -> dict[str, ClassRecipe]:
+def learn_recipes(
+    pool: ad.AnnData,
+    assignments: np.ndarray,
+    n_clusters: int,
+    *,
+    concentration: str = "shrunk",
+    prior_weight: float = 4.0,
+) -> dict[str, ClassRecipe]:
     """Learn one recipe per class present in the pool.
 
     Parameters
@@ -61,6 +78,9 @@ def learn_recipes(pool: ad.AnnData, assignments: np.ndarray, n_clusters: int) ->
         Hard clusters (n,) or responsibilities (n, K) of the pool rows.
     n_clusters
         K.
+    concentration, prior_weight
+        How the class Dirichlets' concentrations are estimated
+        (:func:`~recipe_mil.recipes.recipes.fit_class_dirichlets`).
 
     Returns
     -------
@@ -72,12 +92,112 @@ def learn_recipes(pool: ad.AnnData, assignments: np.ndarray, n_clusters: int) ->
     counts = patient_counts(assignments, codes, len(uniq), n_clusters)
     sizes = np.bincount(codes, minlength=len(uniq))
     meta = pool.obs.groupby("patient", observed=True)[["label", "cohort"]].first().loc[uniq]
+    members = {str(c): idx for c, idx in meta.groupby("label", observed=True).indices.items()}
+    dirichlets = fit_class_dirichlets(
+        {c: counts[idx] for c, idx in members.items()}, concentration=concentration, prior_weight=prior_weight
+    )
     recipes: dict[str, ClassRecipe] = {}
-    for cls, idx in meta.groupby("label", observed=True).indices.items():
+    for cls, idx in members.items():
         cohorts = meta["cohort"].iloc[idx].unique()
-        recipes[str(cls)] = learn_recipe(counts[idx], sizes[idx], uniq[idx].tolist(), ",".join(map(str, cohorts)))
-        logger.info("class %s: recipe from %d patients (%s fit)", cls, len(idx), recipes[str(cls)].dirichlet_fit)
+        recipes[cls] = learn_recipe(
+            counts[idx], sizes[idx], uniq[idx].tolist(), ",".join(map(str, cohorts)), dirichlet=dirichlets[cls]
+        )
+        logger.info(
+            "class %s: recipe from %d patients (%s fit, concentration %.1f)",
+            cls,
+            len(idx),
+            recipes[cls].dirichlet_fit,
+            sum(recipes[cls].alpha),
+        )
     return recipes
+
+
+def truth_ari(obs: pd.DataFrame, clusters: np.ndarray) -> float | None:
+    """Return the adjusted Rand index of the clusters against the simulated cell types (None without a truth)."""
+    if "truth" not in obs:
+        return None
+    return float(adjusted_rand_score(obs["truth"].astype(str).to_numpy(), clusters))
+
+
+def learn_pooled_recipe(
+    pool: ad.AnnData, assignments: np.ndarray, n_clusters: int, *, cohort: str = "target"
+) -> ClassRecipe | None:
+    """One recipe learned from every pooled patient of ``cohort`` together, whatever the class.
+
+    The control ``ablation_pooled_proportions`` generates every class along it: it keeps the
+    instance source and drops the class-specific proportions. None if no pooled patient is
+    of ``cohort``.
+    """
+    rows = (pool.obs["cohort"].astype(str) == cohort).to_numpy()
+    if not rows.any():
+        return None
+    patients = pool.obs["patient"].astype(str).to_numpy()[rows]
+    uniq, codes = np.unique(patients, return_inverse=True)
+    counts = patient_counts(assignments[rows], codes, len(uniq), n_clusters)
+    return learn_recipe(counts, np.bincount(codes, minlength=len(uniq)), uniq.tolist(), cohort)
+
+
+@dataclass
+class FoldRecipes:
+    """What the recipe step of one fold learns.
+
+    Attributes
+    ----------
+    pool
+        AnnData with ``obs['cluster']`` and ``obsm['X_gmm']`` (the GMM's input space);
+        ``uns['gmm']`` describes the space and the K search.
+    recipes
+        Class -> recipe.
+    gmm
+        The fitted GMM with its criterion table.
+    pooled
+        The recipe of all target training patients together (for the pooled-proportions
+        control), or None.
+    """
+
+    pool: ad.AnnData
+    recipes: dict[str, ClassRecipe]
+    gmm: GMMFit
+    pooled: ClassRecipe | None
+
+
+def alignment_reference(patients: pd.DataFrame) -> pd.DataFrame:
+    """External patients whose class the fold's target training patients also have.
+
+    Their instances define the external-to-target alignment and nothing else: they are
+    never pooled, clustered or re-mixed. External patients are never validation or test
+    patients, so no held-out patient is read.
+    """
+    train_labels = set(patients.loc[(patients["cohort"] == "target") & (patients["role"] == "train"), "label"])
+    ext = (patients["cohort"] == "external") & ~patients["role"].isin(["val", "test"])
+    return patients[ext & patients["label"].isin(train_labels)].reset_index(drop=True)
+
+
+def align_pool(pool: ad.AnnData, patients: pd.DataFrame, bag_paths: Mapping[str, str], mode: str) -> Alignment:
+    """Align the pool's external rows (in place) to the target cohort, from the classes both share.
+
+    Raises
+    ------
+    ValueError
+        If the external cohort has no patient of a class the target training patients have.
+    """
+    ref = alignment_reference(patients)
+    obs = pool.obs
+    target = (obs["cohort"] == "target").to_numpy()
+    if ref.empty:
+        ext_labels = sorted(set(patients.loc[patients["cohort"] == "external", "label"]))
+        raise ValueError(
+            f"recipes.align_external={mode!r}: the external cohort ({ext_labels}) shares no class with this fold's "
+            f"target training patients ({sorted(set(obs['label'][target].astype(str)))}), so a cohort shift "
+            "cannot be told from a class difference; set recipes.align_external: none"
+        )
+    feats, offsets, _ = read_bags([bag_paths[p] for p in ref["patient"]])
+    ref_labels = np.repeat(ref["label"].to_numpy(), np.diff(offsets))
+    alignment = fit_alignment(pool.X[target], obs["label"].astype(str).to_numpy()[target], feats, ref_labels, mode)
+    ext = ~target
+    pool.X[ext] = alignment.apply(pool.X[ext])
+    logger.info("aligned %d external instances (%s) using classes %s", int(ext.sum()), mode, list(alignment.classes))
+    return alignment
 
 
 def fit_fold_recipes(
@@ -86,7 +206,7 @@ def fit_fold_recipes(
     config: RecipeConfig,
     *,
     seed: int,
-) -> tuple[ad.AnnData, dict[str, ClassRecipe], GMMFit]:
+) -> FoldRecipes:
     """Pool the fold's training patients, fit the GMM and learn the class recipes.
 
     The GMM is fitted on the target cohort's rows; external-cohort rows (the patients of
@@ -106,18 +226,24 @@ def fit_fold_recipes(
 
     Returns
     -------
-    pool
-        AnnData with ``obs['cluster']`` and ``obsm['X_gmm']`` (the GMM's input space).
-    recipes
-        Class -> recipe.
-    gmm
-        The fitted GMM with its BIC table.
+    FoldRecipes
+        Pool, class recipes, GMM and the pooled target recipe.
     """
     pool = build_pool(patients, bag_paths)
     cohorts = pool.obs["cohort"].astype(str).to_numpy()
-    pool.X = align_external(pool.X, cohorts, config.align_external)
     target = cohorts == "target"
-    z = gmm_space(pool.X, standardize=config.standardize, n_pcs=config.n_pcs, fit_rows=target)  # exact PCA: no seed
+    alignment = None
+    if config.align_external != "none" and not target.all():
+        alignment = align_pool(pool, patients, bag_paths, config.align_external)
+    z, projection = gmm_space(pool.X, standardize=config.standardize, n_pcs=config.n_pcs, fit_rows=target)
+    logger.info(
+        "GMM space: %s, %s (largest feature correlation %.3f)",
+        "standardised" if projection.standardized else "not standardised",
+        f"{projection.components.shape[1]} principal components"
+        if projection.components is not None
+        else "all features",
+        projection.max_abs_correlation,
+    )
     gmm = fit_gmm(
         z[target],
         config.n_components,
@@ -129,11 +255,25 @@ def fit_fold_recipes(
         seed=seed,
         engine=config.engine,
         device=config.device,
+        widen=config.widen,
+        criterion=config.criterion,
     )
     clusters = gmm.predict(z)
     assignments = gmm.predict_proba(z) if config.proportions == "soft" else clusters
     pool.obs["cluster"] = clusters.astype(np.int64)
     pool.obsm["X_gmm"] = z.astype(np.float32)
-    pool.uns["gmm"] = {"n_components": gmm.n_components, "bic": {str(k): v for k, v in gmm.bic.items()}}
-    recipes = learn_recipes(pool, assignments, gmm.n_components)
-    return pool, recipes, gmm
+    pool.uns["gmm"] = {
+        "n_components": gmm.n_components,
+        "criterion_values": {str(k): v for k, v in sorted(gmm.bic.items())},
+        "k_at_grid_edge": gmm.at_grid_edge,
+        "standardized": projection.standardized,
+        "max_abs_correlation": projection.max_abs_correlation,
+        "n_pcs": None if projection.components is None else int(projection.components.shape[1]),
+        "truth_ari": truth_ari(pool.obs, clusters),
+        "align_external": config.align_external,
+        "alignment_classes": [] if alignment is None else list(alignment.classes),
+    }
+    recipes = learn_recipes(
+        pool, assignments, gmm.n_components, concentration=config.concentration, prior_weight=config.prior_weight
+    )
+    return FoldRecipes(pool, recipes, gmm, learn_pooled_recipe(pool, assignments, gmm.n_components))
