@@ -1,8 +1,13 @@
-"""One entry point for every method that adds synthetic patients (DESIGN §4, baselines)."""
+"""One entry point for every generator of synthetic patients (see ``docs/method.md``, methods).
+
+A generator writes one ``synthetic/{generator}.h5`` per fold; :mod:`recipe_mil.methods` says
+which method trains with which generator.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anndata as ad
@@ -11,40 +16,143 @@ from recipe_mil.baselines import psemix_bags, remix_bags, shuffle_bags
 from recipe_mil.recipes.generate import SyntheticSet, generate_synthetic
 from recipe_mil.recipes.recipes import ClassRecipe
 
-#: methods whose synthetic bags a generator writes (``recipe_candidates`` feeds ``recipe_selected``)
-GENERATORS = ("shuffle", "remix", "psemix", "recipe", "recipe_candidates")
-AUGMENTED_METHODS = ("shuffle", "remix", "psemix", "recipe", "recipe_selected")
-METHODS = ("real_only", "real_external", *AUGMENTED_METHODS)
-
 
 def instance_sources(recipes: Mapping[str, ClassRecipe], *, default: str, missing_class: str) -> dict[str, str]:
     """Per-class ``instance_source``: ``missing_class`` for recipes learned on the external cohort only."""
     return {c: (missing_class if r.cohort == "external" else default) for c, r in recipes.items()}
 
 
-def make_synthetic(
-    generator: str,
-    pool: ad.AnnData,
-    recipes: Mapping[str, ClassRecipe],
-    classes: Sequence[str],
-    config: Mapping[str, Any],
-    *,
-    seed: int,
-) -> SyntheticSet:
-    """Make one method's synthetic patients from a fold's pool.
+@dataclass
+class GeneratorInput:
+    """What a generator may use: the fold's pool, its recipes and the config.
+
+    Attributes
+    ----------
+    pool
+        The fold's pool (``obs``: ``patient``, ``label``, ``cohort``, ``cluster``).
+    recipes
+        The fold's class recipes.
+    pooled_recipe
+        One recipe learned from all target training patients together (no class), for
+        ``ablation_pooled_proportions``; None where the recipe step wrote none.
+    classes
+        All class names (soft-target columns).
+    config
+        The workflow config (keys ``generate``, ``select``, ``remix``, ``psemix``).
+    """
+
+    pool: ad.AnnData
+    recipes: Mapping[str, ClassRecipe]
+    pooled_recipe: ClassRecipe | None
+    classes: Sequence[str]
+    config: Mapping[str, Any]
+
+    @property
+    def n_per_class(self) -> int:
+        """Synthetic patients per class."""
+        return int(self.config["generate"]["n_per_class"])
+
+    @property
+    def present(self) -> list[str]:
+        """Classes with pooled patients, in class order."""
+        labels = set(self.pool.obs["label"].astype(str))
+        return [c for c in self.classes if c in labels]
+
+    def from_recipes(
+        self, recipes: Mapping[str, ClassRecipe], *, n: int, seed: int, missing_class_source: str | None = None
+    ) -> SyntheticSet:
+        """Generate along ``recipes`` with the configured instance sources (see :func:`generate_synthetic`)."""
+        g = self.config["generate"]
+        obs = self.pool.obs
+        return generate_synthetic(
+            recipes,
+            obs["cluster"].to_numpy(),
+            obs["label"].astype(str).to_numpy(),
+            obs["cohort"].astype(str).to_numpy(),
+            n_per_class=n,
+            instance_source=instance_sources(
+                self.recipes,
+                default=g["instance_source"],
+                missing_class=missing_class_source or g["missing_class_source"],
+            ),
+            seed=seed,
+        )
+
+
+def _recipe(inp: GeneratorInput, seed: int) -> SyntheticSet:
+    return inp.from_recipes(inp.recipes, n=inp.n_per_class, seed=seed)
+
+
+def _recipe_candidates(inp: GeneratorInput, seed: int) -> SyntheticSet:
+    return inp.from_recipes(inp.recipes, n=inp.n_per_class * int(inp.config["select"]["oversample"]), seed=seed)
+
+
+def _ablation_external_instances(inp: GeneratorInput, seed: int) -> SyntheticSet:
+    # the same recipes; a class learned on the external cohort is filled with external instances
+    return inp.from_recipes(inp.recipes, n=inp.n_per_class, seed=seed, missing_class_source="external")
+
+
+def _ablation_pooled_proportions(inp: GeneratorInput, seed: int) -> SyntheticSet:
+    # the same instance sources; every class's proportions and sizes from all target patients together
+    if inp.pooled_recipe is None:
+        raise ValueError("ablation_pooled_proportions needs the pooled recipe in recipes.json (rerun the recipes step)")
+    pooled = {c: replace(inp.pooled_recipe, cohort=r.cohort) for c, r in inp.recipes.items()}
+    return inp.from_recipes(pooled, n=inp.n_per_class, seed=seed)
+
+
+def _shuffle(inp: GeneratorInput, seed: int) -> SyntheticSet:
+    return shuffle_bags(inp.pool.obs, inp.present, n_per_class=inp.n_per_class, seed=seed)
+
+
+def _remix(inp: GeneratorInput, seed: int) -> SyntheticSet:
+    r = inp.config["remix"]
+    return remix_bags(
+        inp.pool.X,
+        inp.pool.obs,
+        inp.present,
+        n_per_class=inp.n_per_class,
+        n_prototypes=r["n_prototypes"],
+        modes=r["modes"],
+        p=r["p"],
+        seed=seed,
+    )
+
+
+def _psemix(inp: GeneratorInput, seed: int) -> SyntheticSet:
+    p = inp.config["psemix"]
+    return psemix_bags(
+        inp.pool.X,
+        inp.pool.obs,
+        list(inp.classes),
+        n_per_class=inp.n_per_class,
+        n_pseudo=p["n_pseudo"],
+        n_prototypes=p["n_prototypes"],
+        alpha=p["alpha"],
+        seed=seed,
+    )
+
+
+GENERATORS: dict[str, Callable[[GeneratorInput, int], SyntheticSet]] = {
+    "shuffle": _shuffle,
+    "remix": _remix,
+    "psemix": _psemix,
+    "recipe": _recipe,
+    "recipe_candidates": _recipe_candidates,
+    "ablation_pooled_proportions": _ablation_pooled_proportions,
+    "ablation_external_instances": _ablation_external_instances,
+}
+"""Generator name -> function; ``recipe_candidates`` makes ``select.oversample`` times more for selection."""
+
+
+def make_synthetic(generator: str, inp: GeneratorInput, *, seed: int) -> SyntheticSet:
+    """Make one generator's synthetic patients from a fold's pool.
 
     Parameters
     ----------
     generator
         One of :data:`GENERATORS`.
-    pool
-        The fold's pool (``obs``: ``patient``, ``label``, ``cohort``, ``cluster``).
-    recipes
-        The fold's class recipes.
-    classes
-        All class names (soft-target columns); bags are made for the classes in the pool.
-    config
-        The workflow config (keys ``generate``, ``select``, ``remix``, ``psemix``).
+    inp
+        The fold's pool, recipes and config.
     seed
         Random seed.
 
@@ -54,41 +162,6 @@ def make_synthetic(
         ``generate.n_per_class`` bags per class (``select.oversample`` times more for
         ``recipe_candidates``).
     """
-    g = config["generate"]
-    obs = pool.obs
-    present = [c for c in classes if c in set(obs["label"].astype(str))]
-    n = g["n_per_class"]
-    if generator in ("recipe", "recipe_candidates"):
-        if generator == "recipe_candidates":
-            n *= config["select"]["oversample"]
-        return generate_synthetic(
-            recipes,
-            obs["cluster"].to_numpy(),
-            obs["label"].astype(str).to_numpy(),
-            obs["cohort"].astype(str).to_numpy(),
-            n_per_class=n,
-            instance_source=instance_sources(
-                recipes, default=g["instance_source"], missing_class=g["missing_class_source"]
-            ),
-            seed=seed,
-        )
-    if generator == "shuffle":
-        return shuffle_bags(obs, present, n_per_class=n, seed=seed)
-    if generator == "remix":
-        r = config["remix"]
-        return remix_bags(
-            pool.X, obs, present, n_per_class=n, n_prototypes=r["n_prototypes"], modes=r["modes"], p=r["p"], seed=seed
-        )
-    if generator == "psemix":
-        p = config["psemix"]
-        return psemix_bags(
-            pool.X,
-            obs,
-            list(classes),
-            n_per_class=n,
-            n_pseudo=p["n_pseudo"],
-            n_prototypes=p["n_prototypes"],
-            alpha=p["alpha"],
-            seed=seed,
-        )
-    raise ValueError(f"unknown generator {generator!r}; choose one of {GENERATORS}")
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown generator {generator!r}; choose one of {list(GENERATORS)}")
+    return GENERATORS[generator](inp, seed)

@@ -3,15 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from recipe_mil.device import resolve_device
 from recipe_mil.mil.data import BagCollection, collate
 
 POLICIES = ("most_uncertain", "confident_consistent")
+UNSEEN_CLASS_SCORERS = ("cross_fit", "reference")
 EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Settings of the uncertainty selection (config key ``select``).
+
+    Attributes
+    ----------
+    passes
+        Monte-Carlo dropout passes per candidate.
+    policy
+        One of :data:`POLICIES` (see :func:`select_bags`).
+    oversample
+        Candidates generated per kept synthetic patient.
+    unseen_class
+        Who scores the candidates of a class without real training patients: ``cross_fit``
+        (models trained on real + the other half of the candidates) or ``reference`` (the
+        ``real_only`` model, which cannot predict that class).
+    """
+
+    passes: int = 20
+    policy: str = "most_uncertain"
+    oversample: int = 3
+    unseen_class: str = "cross_fit"
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown selection policy {self.policy!r}; choose one of {POLICIES}")
+        if self.unseen_class not in UNSEEN_CLASS_SCORERS:
+            raise ValueError(f"select.unseen_class must be one of {UNSEEN_CLASS_SCORERS}, got {self.unseen_class!r}")
 
 
 @torch.no_grad()
@@ -33,6 +66,7 @@ def mc_dropout_probs(
     """
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
+    device = str(resolve_device(device))
     model = model.to(device)
     model.train()
     source = torch.from_numpy(bags.features).to(device) if torch.device(device).type == "cuda" else None
@@ -121,28 +155,3 @@ def select_bags(
             order = idx[np.lexsort((-conf, ~consistent))]
         keep[order[:n_per_class]] = True
     return keep
-
-
-def score_and_select(
-    model: nn.Module,
-    bags: BagCollection,
-    *,
-    passes: int,
-    policy: str,
-    n_per_class: int,
-    seed: int,
-    device: str = "cpu",
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Score synthetic bags by MC dropout and keep ``n_per_class`` per class by ``policy``.
-
-    Returns
-    -------
-    scores
-        Output of :func:`uncertainty_scores`.
-    keep
-        Boolean mask of the selected bags.
-    """
-    probs = mc_dropout_probs(model, bags, passes=passes, seed=seed, device=device)
-    scores = uncertainty_scores(probs, bags.labels)
-    keep = select_bags(scores, bags.labels, policy=policy, n_per_class=n_per_class, classes=np.unique(bags.labels))
-    return scores, keep

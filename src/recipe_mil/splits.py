@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from recipe_mil.methods import FAMILY_PATTERNS
 from recipe_mil.seeds import derive_seed
 
 SPLIT_COLUMNS = ["patient", "label", "cohort", "repeat", "fold", "role"]
@@ -114,7 +115,7 @@ class Scenario:
         return self.name
 
 
-SCENARIO_PATTERN = r"full|low_data-n\d+-d\d+|missing_class-[A-Za-z0-9_.+-]+"
+SCENARIO_PATTERN = "|".join(FAMILY_PATTERNS.values())
 _SCENARIO_RE = re.compile(r"^(full|low_data-n(\d+)-d(\d+)|missing_class-([A-Za-z0-9_.+-]+))$")
 
 

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from recipe_mil.io.h5ad import h5ad_patients  # noqa: E402
 from recipe_mil.sheets import check_bag_files, check_sheet, load_sheet  # noqa: E402
 from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
-from recipe_mil.augment import AUGMENTED_METHODS, GENERATORS  # noqa: E402
+from recipe_mil.methods import FAMILY_PATTERNS, METHODS, generators_for, methods_for, scenario_family  # noqa: E402
 from recipe_mil.splits import SCENARIO_PATTERN, make_splits  # noqa: E402
 
 
@@ -92,8 +92,16 @@ def dataset_scenarios(dataset):
 
 
 def scenario_methods(scenario):
-    """Methods run in a scenario: real_external only where a class is missing."""
-    return [m for m in config["methods"] if m != "real_external" or scenario.startswith("missing_class-")]
+    """Methods run in a scenario (a family name such as ``missing_class`` works too)."""
+    return methods_for(config["methods"], scenario)
+
+
+def families():
+    """Scenario families the config runs (one training and one generation rule each)."""
+    return [f for f in FAMILY_PATTERNS if any(scenario_family(s) == f for ds in SHEETS for s in dataset_scenarios(ds))]
+
+
+SEEDS = list(range(config["mil"]["n_seeds"]))
 
 
 def check_missing_class(dataset):
@@ -137,10 +145,36 @@ def check_missing_class_names():
         )
 
 
+def check_alignment(dataset):
+    """Fail before any job runs if align_external has no class both cohorts share in a missing_class scenario.
+
+    The alignment's statistics must come from shared classes: an external cohort holding only the
+    missing class would have the class difference removed along with the cohort shift.
+    """
+    mode = config["recipes"]["align_external"]
+    if mode == "none":
+        return
+    sheet = SHEETS[dataset]
+    external = set(sheet.loc[sheet["cohort"] == "external", "label"])
+    for scenario in dataset_scenarios(dataset):
+        if scenario_family(scenario) != "missing_class":
+            continue
+        missing = scenario.split("-", 1)[1]
+        shared = (external - {missing}) & (set(config["datasets"][dataset]["classes"]) - {missing})
+        if not shared:
+            raise ValueError(
+                f"config: recipes.align_external={mode!r} but in dataset {dataset!r}, scenario {scenario}, the "
+                f"external cohort ({sorted(external)}) shares no class with the target training patients: a cohort "
+                "shift cannot be told from a class difference. Set recipes.align_external: none or add external "
+                "patients of another class"
+            )
+
+
 check_missing_class_names()
 for _ds in SHEETS:
     check_low_data(_ds)
     check_missing_class(_ds)
+    check_alignment(_ds)
 
 
 def dataset_sheet_path(dataset):
@@ -199,32 +233,28 @@ def run_dir(wildcards):
     return f"{RESULTS}/{wildcards.dataset}/{wildcards.scenario}/r{wildcards.repeat}f{wildcards.fold}"
 
 
-def fold_methods():
-    """Methods trained by the per-fold training job (real_external has its own job)."""
-    return [m for m in config["methods"] if m != "real_external"]
-
-
 def fold_synthetic_inputs(wildcards):
-    """Pool and every generator's synthetic patients for the per-fold training job."""
-    gens = generators()
+    """Pool and the synthetic patients of every generator the scenario's methods train with."""
+    gens = generators_for(config["methods"], wildcards.scenario)
     if not gens:
         return {}
     run = run_dir(wildcards)
     return {"pool": f"{run}/pool.h5ad", **{f"synthetic__{g}": f"{run}/synthetic/{g}.h5" for g in gens}}
 
 
-def generators():
-    """Synthetic-bag generators the configured methods need (one generate job writes them all)."""
-    gens = [m for m in config["methods"] if m in GENERATORS]
-    if "recipe_selected" in config["methods"]:
-        gens.append("recipe_candidates")
-    return gens
+def selected_path(run, seed):
+    """The scored and selected recipe candidates of one training seed."""
+    return f"{run}/synthetic/recipe_selected/s{seed}.h5"
 
 
 def realism_inputs(wildcards):
-    """The synthetic patients of every augmentation method of one run."""
+    """The synthetic patients of every augmentation method of one run (selections of seed 0)."""
     run = run_dir(wildcards)
-    return {m: f"{run}/synthetic/{m}.h5" for m in config["methods"] if m in AUGMENTED_METHODS}
+    return {
+        m: selected_path(run, 0) if METHODS[m].selected else f"{run}/synthetic/{METHODS[m].generator}.h5"
+        for m in scenario_methods(wildcards.scenario)
+        if METHODS[m].augmented
+    }
 
 
 def run_files(name):
@@ -240,15 +270,16 @@ def run_files(name):
 
 
 def run_outputs(name):
-    """A per-method output file of every dataset x scenario x repeat x fold x method."""
+    """A per-method output file of every dataset x scenario x repeat x fold x method x training seed."""
     s = config["splits"]
     return [
-        f"{RESULTS}/{ds}/{sc}/r{r}f{f}/{m}/{name}"
+        f"{RESULTS}/{ds}/{sc}/r{r}f{f}/{m}/s{seed}/{name}"
         for ds in SHEETS
         for sc in dataset_scenarios(ds)
         for r in range(s["n_repeats"])
         for f in range(s["n_folds"])
         for m in scenario_methods(sc)
+        for seed in SEEDS
     ]
 
 
@@ -284,3 +315,4 @@ wildcard_constraints:
     scenario=SCENARIO_PATTERN,
     repeat=r"\d+",
     fold=r"\d+",
+    seed=r"\d+",

@@ -1,71 +1,44 @@
 # Attention MIL on real (+ synthetic) training patients, tested on real held-out patients.
-# One job per fold trains every method (real_only first: its model scores the recipe candidates).
+# real_only is trained first in each job: its model scores the recipe candidates.
 
 RESULT_FILES = ("predictions.tsv", "metrics.json", "attention.tsv", "history.tsv", "model.pt")
 
 
-rule train_mil:
-    input:
-        unpack(fold_synthetic_inputs),
-        patients=rules.scenario_patients.output.patients,
-        bags=dataset_bags,
-    output:
-        **{
-            f"{m}__{f.split('.')[0]}": f"{RUN}/{m}/{f}"
-            for m in fold_methods()
-            for f in RESULT_FILES
-        },
-        **(
-            {"scored": f"{RUN}/synthetic/recipe_selected.h5"}
-            if "recipe_selected" in config["methods"]
-            else {}
-        ),
-    log:
-        "logs/{dataset}/{scenario}/r{repeat}f{fold}/train_mil.log",
-    benchmark:
-        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/train_mil.tsv"
-    conda:
-        "../../envs/mil.yaml"
-    threads: 1
-    resources:
-        gpu=1,
-    params:
-        classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
-        methods=fold_methods(),
-        mil=config["mil"],
-        select=config["select"],
-        n_per_class=config["generate"]["n_per_class"],
-        seed=config["seed"],
-    script:
-        "../scripts/train_mil.py"
+# One training rule per scenario family (its methods decide the outputs); one job per fold and training seed
+# trains every method of the family from that seed.
+for _family in families():
+    _methods = scenario_methods(_family)
 
-
-rule train_mil_external:
-    input:
-        patients=rules.scenario_patients.output.patients,
-        bags=dataset_bags,
-    output:
-        **{f"real_external__{f.split('.')[0]}": f"{RUN}/real_external/{f}" for f in RESULT_FILES},
-    log:
-        "logs/{dataset}/{scenario}/r{repeat}f{fold}/train_mil_external.log",
-    benchmark:
-        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/train_mil_external.tsv"
-    conda:
-        "../../envs/mil.yaml"
-    threads: 1
-    resources:
-        gpu=1,
-    wildcard_constraints:
-        scenario=r"missing_class-[A-Za-z0-9_.+-]+",
-    params:
-        classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
-        methods=["real_external"],
-        mil=config["mil"],
-        select=config["select"],
-        n_per_class=config["generate"]["n_per_class"],
-        seed=config["seed"],
-    script:
-        "../scripts/train_mil.py"
+    rule:
+        name:
+            f"train_mil_{_family}"
+        input:
+            unpack(fold_synthetic_inputs),
+            patients=rules.scenario_patients.output.patients,
+            bags=dataset_bags,
+        output:
+            **{f"{m}__{f.split('.')[0]}": f"{RUN}/{m}/s{{seed}}/{f}" for m in _methods for f in RESULT_FILES},
+            **({"scored": selected_path(RUN, "{seed}")} if "recipe_selected" in _methods else {}),
+        log:
+            "logs/{dataset}/{scenario}/r{repeat}f{fold}/train_mil_s{seed}.log",
+        benchmark:
+            "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/train_mil_s{seed}.tsv"
+        conda:
+            "../../envs/mil.yaml"
+        threads: 1
+        resources:
+            gpu=1,
+        wildcard_constraints:
+            scenario=FAMILY_PATTERNS[_family],
+        params:
+            classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
+            methods=_methods,
+            mil=config["mil"],
+            select=config["select"],
+            n_per_class=config["generate"]["n_per_class"],
+            seed=config["seed"],
+        script:
+            "../scripts/train_mil.py"
 
 
 rule realism:
@@ -84,6 +57,7 @@ rule realism:
         "../../envs/recipes.yaml"
     params:
         max_instances=config["realism"]["max_instances"],
+        permutations=config["realism"]["c2st_permutations"],
         seed=config["seed"],
     script:
         "../scripts/realism.py"

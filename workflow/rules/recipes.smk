@@ -59,6 +59,7 @@ rule recipes:
         "../../envs/recipes.yaml"
     threads: 2
     params:
+        modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
         pool=config["pool"],
         gmm=config["gmm"],
         recipes=config["recipes"],
@@ -67,21 +68,31 @@ rule recipes:
         "../scripts/recipes.py"
 
 
-rule generate:
-    input:
-        pool=rules.recipes.output.pool,
-        recipes=rules.recipes.output.recipes,
-    output:
-        **{g: f"{RUN}/synthetic/{g}.h5" for g in generators()},
-    log:
-        "logs/{dataset}/{scenario}/r{repeat}f{fold}/generate.log",
-    benchmark:
-        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/generate.tsv"
-    conda:
-        "../../envs/recipes.yaml"
-    params:
-        classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
-        config={k: config[k] for k in ("generate", "select", "remix", "psemix")},
-        seed=config["seed"],
-    script:
-        "../scripts/generate.py"
+# One generation rule per scenario family: a family's methods decide which synthetic files it needs.
+for _family in families():
+    _generators = generators_for(config["methods"], _family)
+    if not _generators:
+        continue
+
+    rule:
+        name:
+            f"generate_{_family}"
+        input:
+            pool=rules.recipes.output.pool,
+            recipes=rules.recipes.output.recipes,
+        output:
+            **{g: f"{RUN}/synthetic/{g}.h5" for g in _generators},
+        log:
+            "logs/{dataset}/{scenario}/r{repeat}f{fold}/generate.log",
+        benchmark:
+            "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/generate.tsv"
+        conda:
+            "../../envs/recipes.yaml"
+        wildcard_constraints:
+            scenario=FAMILY_PATTERNS[_family],
+        params:
+            classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
+            config={k: config[k] for k in ("generate", "select", "remix", "psemix")},
+            seed=config["seed"],
+        script:
+            "../scripts/generate.py"

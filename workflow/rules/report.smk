@@ -8,7 +8,7 @@ localrules:
 rule summary:
     input:
         metrics=run_outputs("metrics.json"),
-        realism=run_files("realism.tsv") if any(m in AUGMENTED_METHODS for m in config["methods"]) else [],
+        realism=run_files("realism.tsv") if any(METHODS[m].augmented for m in config["methods"]) else [],
     output:
         tsv=report(
             f"{RESULTS}/summary.tsv",
@@ -21,6 +21,13 @@ rule summary:
             caption="../report/summary_md.rst",
             category="Results",
             labels={"table": "summary (mean ± sd, tests, realism)"},
+        ),
+        recall=f"{RESULTS}/recall.tsv",
+        comparisons=report(
+            f"{RESULTS}/comparisons.tsv",
+            caption="../report/comparisons.rst",
+            category="Results",
+            labels={"table": "paired comparisons with real_only"},
         ),
         realism=report(
             f"{RESULTS}/realism.tsv",
@@ -56,12 +63,12 @@ rule plot_fold:
         pool=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/pool.h5ad",
         synthetic=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/synthetic/recipe.h5",
         selected=lambda wildcards: (
-            f"{RESULTS}/{wildcards.dataset}/{wildcards.scenario}/r0f0/synthetic/recipe_selected.h5"
+            selected_path(f"{RESULTS}/{wildcards.dataset}/{wildcards.scenario}/r0f0", 0)
             if "recipe_selected" in config["methods"]
             else []
         ),
-        attention=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipe/attention.tsv",
-        predictions=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipe/predictions.tsv",
+        attention=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipe/s0/attention.tsv",
+        predictions=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipe/s0/predictions.tsv",
     output:
         recipes=report(
             f"{RESULTS}/{{dataset}}/plots/{{scenario}}/recipes.png",

@@ -4,15 +4,25 @@ log = start(snakemake)
 
 import anndata as ad
 
-from recipe_mil.augment import make_synthetic
+from recipe_mil.augment import GeneratorInput, make_synthetic
 from recipe_mil.io.synthetic import read_recipes, write_synthetic
+from recipe_mil.recipes.recipes import ClassRecipe
 from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards
-recipes, _ = read_recipes(snakemake.input.recipes)
-pool = ad.read_h5ad(snakemake.input.pool)
+recipes, meta = read_recipes(snakemake.input.recipes)
+pooled = meta.get("pooled_target")
+inp = GeneratorInput(
+    pool=ad.read_h5ad(snakemake.input.pool),
+    recipes=recipes,
+    pooled_recipe=None if pooled is None else ClassRecipe.from_dict(pooled),
+    classes=snakemake.params.classes,
+    config=snakemake.params.config,
+)
+# one seed for every generator of the fold (common random numbers): recipe and its ablations draw the same
+# proportions, sizes and counts wherever their recipes agree, so they differ only in what is ablated
+seed = derive_seed(snakemake.params.seed, "generate", w.dataset, w.scenario, w.repeat, w.fold)
 for generator, path in snakemake.output.items():
-    seed = derive_seed(snakemake.params.seed, "generate", w.dataset, w.scenario, w.repeat, w.fold, generator)
-    syn = make_synthetic(generator, pool, recipes, snakemake.params.classes, snakemake.params.config, seed=seed)
+    syn = make_synthetic(generator, inp, seed=seed)
     write_synthetic(path, syn, attrs={"generator": generator, "seed": seed})
     log.info("%s: %d synthetic patients (%d instances)", generator, len(syn), len(syn.indices))

@@ -10,24 +10,29 @@ from threadpoolctl import threadpool_limits
 from recipe_mil.io.atomic import atomic_path
 from recipe_mil.io.synthetic import write_recipes
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
+from recipe_mil.recipes.pool import resolve_standardize
 from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards
 patients = pd.read_csv(snakemake.input.patients, sep="\t", dtype={"patient": str, "label": str})
 bag_paths = {Path(p).stem: p for p in snakemake.input.bags}
 p = snakemake.params
-config = RecipeConfig(**p.pool, **p.gmm, **p.recipes)
+pool_cfg = {**p.pool, "standardize": resolve_standardize(p.pool["standardize"], p.modality)}
+config = RecipeConfig(**pool_cfg, **p.gmm, **p.recipes)
 seed = derive_seed(p.seed, "recipes", w.dataset, w.scenario, w.repeat, w.fold)
 with threadpool_limits(snakemake.threads):
-    pool, recipes, gmm = fit_fold_recipes(patients, bag_paths, config, seed=seed)
+    fold = fit_fold_recipes(patients, bag_paths, config, seed=seed)
 with atomic_path(snakemake.output.pool) as tmp:
-    pool.write_h5ad(tmp)
+    fold.pool.write_h5ad(tmp)
+space = fold.pool.uns["gmm"]
 write_recipes(
     snakemake.output.recipes,
-    recipes,
-    n_clusters=gmm.n_components,
-    bic={str(k): v for k, v in gmm.bic.items()},
-    pool_patients=sorted(pool.obs["patient"].unique().tolist()),
+    fold.recipes,
+    n_clusters=fold.gmm.n_components,
+    criterion=config.criterion,
+    **{k: v for k, v in space.items() if k != "n_components"},
+    pool_patients=sorted(fold.pool.obs["patient"].unique().tolist()),
+    pooled_target=None if fold.pooled is None else fold.pooled.to_dict(),
     seed=seed,
 )
-log.info("K=%d; recipes for %s", gmm.n_components, ", ".join(recipes))
+log.info("K=%d (%s); truth ARI %s; recipes for %s", fold.gmm.n_components, config.criterion, space["truth_ari"], ", ".join(fold.recipes))

@@ -9,11 +9,12 @@ import anndata as ad
 import pandas as pd
 import torch
 
-from recipe_mil.experiment import run_fold, save_model
+from recipe_mil.experiment import FoldData, run_fold, save_model
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
 from recipe_mil.io.synthetic import read_synthetic, write_synthetic
 from recipe_mil.mil import TrainConfig
 from recipe_mil.seeds import derive_seed
+from recipe_mil.select import SelectConfig
 from recipe_mil.splits import parse_scenario
 
 w = snakemake.wildcards
@@ -23,23 +24,20 @@ patients = pd.read_csv(snakemake.input.patients, sep="\t", dtype={"patient": str
 bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
 synthetic = {k.split("__", 1)[1]: read_synthetic(v) for k, v in snakemake.input.items() if k.startswith("synthetic__")}
 pool_x = ad.read_h5ad(snakemake.input.pool).X if "pool" in snakemake.input.keys() else None
-
-
-def seed_of(method: str) -> int:
-    return derive_seed(p.seed, "mil", w.dataset, w.scenario, w.repeat, w.fold, method)
-
-
+study = {k: p.mil[k] for k in ("n_seeds", "unseen_class_val_fraction")}
+# common random numbers: every method of this fold and training seed starts from the same seed
+mil_seed = derive_seed(p.seed, "mil", w.dataset, w.scenario, w.repeat, w.fold, w.seed)
+config = TrainConfig(**{k: v for k, v in p.mil.items() if k not in study}, seed=mil_seed, threads=snakemake.threads)
 results, scored = run_fold(
-    patients,
-    bag_paths,
-    p.classes,
+    FoldData.load(patients, bag_paths, p.classes),
     p.methods,
-    lambda m: TrainConfig(**p.mil, seed=seed_of(m), threads=snakemake.threads),
+    config,
     synthetic=synthetic,
     pool_features=pool_x,
-    select=p.select,
+    select=SelectConfig(**p.select),
     n_per_class=p.n_per_class,
-    select_seed=derive_seed(p.seed, "select", w.dataset, w.scenario, w.repeat, w.fold),
+    select_seed=derive_seed(p.seed, "select", w.dataset, w.scenario, w.repeat, w.fold, w.seed),
+    unseen_val_fraction=study["unseen_class_val_fraction"],
     log=log.info,
 )
 scenario = parse_scenario(w.scenario)
@@ -51,11 +49,12 @@ for method, result in results.items():
         "method": method,
         "repeat": int(w.repeat),
         "fold": int(w.fold),
+        "seed": int(w.seed),
         **result.metrics,
         "n_per_class": scenario.n_per_class,
         "draw": scenario.draw,
         "missing_class": scenario.missing,
-        "seed": seed_of(method),
+        "mil_seed": mil_seed,
     }
     for key, frame in (
         ("predictions", result.predictions),
@@ -68,4 +67,4 @@ for method, result in results.items():
     write_text_atomic(out[f"{method}__metrics"], json.dumps(metrics, indent=2))
     log.info("%s: test balanced accuracy %.3f", method, metrics["balanced_accuracy"])
 if scored is not None:
-    write_synthetic(out.scored, scored, attrs={"policy": p.select["policy"]})
+    write_synthetic(out.scored, scored, attrs={"policy": p.select["policy"], "unseen_class": p.select["unseen_class"]})
