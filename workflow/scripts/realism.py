@@ -26,6 +26,7 @@ table = realism_for_run(
     ad.read_h5ad(snakemake.input.pool),
     heldout,
     max_instances=snakemake.params.max_instances,
+    permutations=snakemake.params.permutations,
     seed=derive_seed(snakemake.params.seed, "realism", w.dataset, w.scenario, w.repeat, w.fold),
 )
 table = table.assign(dataset=w.dataset, scenario=w.scenario, repeat=int(w.repeat), fold=int(w.fold))
