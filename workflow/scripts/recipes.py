@@ -4,16 +4,16 @@ log = start(snakemake)
 
 from pathlib import Path
 
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from recipe_mil.io.atomic import atomic_path
 from recipe_mil.io.synthetic import write_recipes
+from recipe_mil.io.tables import read_tsv
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
 from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards
-patients = pd.read_csv(snakemake.input.patients, sep="\t", dtype={"patient": str, "label": str})
+patients = read_tsv(snakemake.input.patients)
 bag_paths = {Path(p).stem: p for p in snakemake.input.bags}
 p = snakemake.params
 config = RecipeConfig(**p.pool, **p.gmm, **p.recipes)
