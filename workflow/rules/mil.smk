@@ -36,6 +36,7 @@ rule train_mil:
         select=config["select"],
         n_per_class=config["generate"]["n_per_class"],
         seed=config["seed"],
+        code=code("train_mil.py"),
     script:
         "../scripts/train_mil.py"
 
@@ -64,6 +65,7 @@ rule train_mil_external:
         select=config["select"],
         n_per_class=config["generate"]["n_per_class"],
         seed=config["seed"],
+        code=code("train_mil.py"),
     script:
         "../scripts/train_mil.py"
 
@@ -85,5 +87,6 @@ rule realism:
     params:
         max_instances=config["realism"]["max_instances"],
         seed=config["seed"],
+        code=code("realism.py"),
     script:
         "../scripts/realism.py"
