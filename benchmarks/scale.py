@@ -39,6 +39,7 @@ import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
 from recipe_mil.io.bags import read_bag, write_bag
+from recipe_mil.io.tables import read_tsv
 from recipe_mil.recipes.generate import generate_synthetic
 from recipe_mil.recipes.gmm import fit_gmm
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes, learn_recipes
@@ -99,7 +100,7 @@ def main() -> None:
     sheet_path = args.workdir / "sheet.tsv"
     t = time.perf_counter()
     if args.reuse and sheet_path.exists():
-        sheet = pd.read_csv(sheet_path, sep="\t")
+        sheet = read_tsv(sheet_path)
     else:
         shutil.rmtree(args.workdir, ignore_errors=True)
         args.workdir.mkdir(parents=True)

@@ -245,26 +245,71 @@ def _jobs(env: dict) -> list[dict]:
     return jobs
 
 
-def test_slurm_profile_dry_run():
-    """The profile parses and routes the GPU rules (no cluster needed, only the plugin)."""
+def profile_dry_run(workdir: Path, configfile: Path) -> list[str]:
+    """Plan every job of a config through the SLURM profile in ``workdir`` (``-F``: whatever results the folder
+    already holds); return the planned jobs' blocks of Snakemake's output, each starting with its rule's name."""
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')")
     res = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--workflow-profile", str(PROFILE)],
-        cwd=REPO,
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+        + ["--configfile", str(configfile), "-n", "-F", "--workflow-profile", str(PROFILE)],
+        cwd=workdir,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    jobs = (res.stdout + res.stderr).split("\nrule ")
+    return (res.stdout + res.stderr).split("\nrule ")
+
+
+def check_profile_resources(jobs: list[str]) -> None:
+    """The profile's partition, memory and runtime reach train_mil and recipes; only train_mil asks for a GPU."""
     train = next(j for j in jobs if j.startswith("train_mil:"))
     recipes = next(j for j in jobs if j.startswith("recipes:"))
     for job, rule in ((train, "train_mil"), (recipes, "recipes")):
         for name in ("slurm_partition", "mem_mb", "runtime"):
             assert f"{name}={profile_resource(rule, name)}," in job, (rule, name)
     assert "gpu=1" in train and "gpu=" not in recipes
+
+
+def test_slurm_profile_dry_run(tmp_path):
+    """The profile parses and routes the GPU rules for the demo config (no cluster needed, only the plugin);
+    planned in a temporary folder, so a finished demo in the repository root changes nothing."""
+    check_profile_resources(profile_dry_run(tmp_path, REPO / "config" / "config.yaml"))
     assert profile_resource("train_mil", "mem_mb", attempt=2) == 2 * profile_resource("train_mil", "mem_mb")
+
+
+def fake_finished_run(work: Path, configfile: Path) -> None:
+    """Make ``work`` look like a folder where the config ran to the end: every output exists, is newer than its
+    inputs and has Snakemake's metadata (empty files, then ``--touch``), so that a plain dry run plans nothing."""
+    base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work)]
+    base += ["--configfile", str(configfile)]
+    dry = subprocess.run([*base, "-n"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    outputs = [
+        o
+        for line in dry.stdout.splitlines()
+        if line.strip().startswith("output:")
+        for o in line.split("output:", 1)[1].strip().split(", ")
+    ]
+    assert outputs
+    for out in outputs:
+        (work / out).parent.mkdir(parents=True, exist_ok=True)
+        (work / out).touch()
+    touched = subprocess.run([*base, "--touch", "--cores", "1"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert touched.returncode == 0, touched.stderr[-3000:]
+    again = subprocess.run([*base, "-n"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_slurm_profile_dry_run_in_a_folder_that_holds_results(tmp_path):
+    """Tests after results exist: planning in a folder with a finished run (results/, logs/, .snakemake/) still
+    plans every job and checks the profile's resources (main's dry run planned nothing there and failed)."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(TINY_SLURM))
+    fake_finished_run(tmp_path, cfg)
+    assert (tmp_path / "results" / "summary.tsv").exists() and (tmp_path / ".snakemake").is_dir()
+    check_profile_resources(profile_dry_run(tmp_path, cfg))
 
 
 def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path):

@@ -1,7 +1,8 @@
-"""Sample-sheet loading and checks that name the offending row (DESIGN §3)."""
+"""Sample-sheet loading and checks that name the sheet's file and the offending line (see ``docs/method.md``)."""
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from recipe_mil.io.bags import BagFileError, bag_shape
+from recipe_mil.names import SAFE_NAME_RULE, is_safe_name
 
 REQUIRED_COLUMNS = ("patient", "label")
 COHORTS = ("target", "external")
@@ -18,12 +20,31 @@ class SampleSheetError(ValueError):
     """A sample sheet is malformed; the message names the file and rows."""
 
 
+def raise_problems(source: str, problems: Sequence[str]) -> None:
+    """Raise one :class:`SampleSheetError` listing every problem found in a sheet (nothing if there is none)."""
+    if problems:
+        raise SampleSheetError(f"sample sheet {source}:\n  - " + "\n  - ".join(problems))
+
+
 def _rows(sheet: pd.DataFrame, mask: pd.Series, *, path: bool = False) -> str:
     # Data rows are numbered as a user sees them in an editor: header is line 1.
     def row(i: int) -> str:
         return f"line {i + 2} ({sheet.at[i, 'patient']}{': ' + str(sheet.at[i, 'path']) if path else ''})"
 
     return ", ".join(row(i) for i in sheet.index[mask])
+
+
+def _read_text(p: Path) -> str:
+    """Return a sheet's text; a file that is not UTF-8 is an error naming the file and line (a BOM is fine)."""
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SampleSheetError(
+            f"sample sheet {p}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+            "save it as UTF-8 (e.g. 'iconv -f latin1 -t utf-8')"
+        ) from None
 
 
 def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
@@ -45,16 +66,34 @@ def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
     Raises
     ------
     SampleSheetError
-        If the file is missing or empty, or a required column is absent.
+        If the file is missing, empty, not UTF-8 text or malformed (a line with more fields
+        than the header), or a required column is absent; the message names the file (and line).
     """
     p = Path(path)
     if not p.is_file():
         raise SampleSheetError(f"sample sheet {p} does not exist")
+    text = _read_text(p)
     try:
-        sheet = pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False, comment="#")
+        # every field is data, read verbatim: no NA parsing ("NA", "None", "nan" are ids like any other), no
+        # comment character ('#' may be part of a path)
+        sheet = pd.read_csv(
+            io.StringIO(text), sep="\t", dtype=str, keep_default_na=False, na_values=[], skip_blank_lines=False
+        )
     except pd.errors.EmptyDataError:
         raise SampleSheetError(f"sample sheet {p} is empty") from None
+    except pd.errors.ParserError as exc:  # e.g. "Expected 3 fields in line 5, saw 4" (lines counted from 1)
+        raise SampleSheetError(f"sample sheet {p}: malformed line ({exc}); fields must be separated by tabs") from None
     sheet.columns = [c.strip() for c in sheet.columns]
+    # blank lines are kept while reading so that row i is line i + 2 of the file in every message; trailing ones
+    # are dropped, one between patients is an error
+    blank = (sheet == "").all(axis=1).to_numpy()
+    n = len(blank)
+    while n and blank[n - 1]:
+        n -= 1
+    if blank[:n].any():
+        lines = ", ".join(str(i + 2) for i in blank[:n].nonzero()[0])
+        raise SampleSheetError(f"sample sheet {p}: blank line(s) {lines} between patients; remove them")
+    sheet = sheet.iloc[:n]
     required = REQUIRED_COLUMNS if modality == "scrna" else (*REQUIRED_COLUMNS, "path")
     missing = [c for c in required if c not in sheet.columns]
     if missing:
@@ -82,6 +121,7 @@ def check_sheet(
     n_folds: int,
     file_paths: bool,
     known_patients: dict[str, Iterable[str]] | None = None,
+    dataset: str | None = None,
 ) -> None:
     """Check a loaded sheet; raise one error that lists every problem found.
 
@@ -99,17 +139,23 @@ def check_sheet(
         Whether ``path`` names files that must exist (image folders, FCS or bag files).
     known_patients
         For ``scrna``: cohort -> patient ids present in that cohort's ``.h5ad``.
+    dataset
+        The dataset's name (its key under ``datasets``), named in messages about its classes.
 
     Raises
     ------
     SampleSheetError
-        Naming the rows: empty patient ids, duplicate patients, unknown labels or cohorts,
-        missing files, patients absent from the ``.h5ad``, classes too small for the folds.
+        Naming the rows: empty or unsafe patient ids (see :data:`recipe_mil.names.SAFE_NAME`),
+        duplicate patients, unknown labels or cohorts, missing files, patients absent from the
+        ``.h5ad``; and naming the classes that have no target patient or too few for the folds.
     """
     problems: list[str] = []
     empty = sheet["patient"] == ""
     if empty.any():
         problems.append(f"empty patient id at {_rows(sheet, empty)}")
+    unsafe = ~empty & ~sheet["patient"].map(is_safe_name)
+    if unsafe.any():
+        problems.append(f"patient id is not a plain name ({SAFE_NAME_RULE}) at {_rows(sheet, unsafe)}")
     dup = sheet["patient"].duplicated(keep=False) & ~empty
     if dup.any():
         problems.append(f"duplicate patient ids at {_rows(sheet, dup)}")
@@ -133,13 +179,17 @@ def check_sheet(
     counts = target["label"].value_counts()
     for cls in classes:
         n = int(counts.get(cls, 0))
-        if 0 < n < n_folds:
+        if n == 0:
+            problems.append(
+                f"class {cls!r}{f' of dataset {dataset!r} (datasets.{dataset}.classes)' if dataset else ''} has "
+                "no target-cohort patient: remove it from the classes or add its patients"
+            )
+        elif n < n_folds:
             problems.append(
                 f"class {cls!r} has {n} target patient{'s' if n > 1 else ''} but splits.n_folds={n_folds} "
                 f"needs at least {n_folds} (one per test fold)"
             )
-    if problems:
-        raise SampleSheetError(f"sample sheet {source}:\n  - " + "\n  - ".join(problems))
+    raise_problems(source, problems)
 
 
 def check_bag_files(sheet: pd.DataFrame, *, source: str) -> int:
@@ -187,6 +237,5 @@ def check_bag_files(sheet: pd.DataFrame, *, source: str) -> int:
         problems.append(
             f"embedding widths differ: {int((widths == width).sum())} bags have width {width}, but {detail}"
         )
-    if problems:
-        raise SampleSheetError(f"sample sheet {source}:\n  - " + "\n  - ".join(problems))
+    raise_problems(source, problems)
     return width

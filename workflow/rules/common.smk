@@ -4,20 +4,37 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from recipe_mil.config_check import check_config, validate_rows  # noqa: E402
 from recipe_mil.io.h5ad import h5ad_patients  # noqa: E402
+from recipe_mil.provenance import code_version  # noqa: E402
 from recipe_mil.sheets import check_bag_files, check_sheet, load_sheet  # noqa: E402
 from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
 from recipe_mil.methods import FAMILY_PATTERNS, METHODS, generators_for, methods_for, scenario_family  # noqa: E402
 from recipe_mil.splits import SCENARIO_PATTERN, make_splits  # noqa: E402
 
 
+SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+# our checks first (unknown keys with a did-you-mean hint, unsafe names, hub encoders), then the schema's values
+check_config(config, SCHEMAS / "config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
+SAMPLES_SCHEMA = yaml.safe_load((SCHEMAS / "samples.schema.yaml").read_text())
 
 RESULTS = "results"
+
+
+def code(script):
+    """Hash of the code a rule's script runs (the script, its helpers, the library modules it reaches).
+
+    Passed as ``params: code=...`` so that Snakemake's params rerun trigger reruns a rule's jobs when that code
+    changes (README: "Code changes rerun what they touch")."""
+    return code_version(
+        Path(workflow.basedir) / "workflow" / "scripts" / script, Path(workflow.basedir) / "src" / "recipe_mil"
+    )
 
 
 def simulated_dataset_sheet(dataset):
@@ -66,10 +83,11 @@ def load_dataset_sheet(dataset):
         n_folds=n_folds,
         file_paths=ds["modality"] != "scrna" and "simulate" not in ds,
         known_patients=known,
+        dataset=dataset,
     )
     if ds["modality"] == "bags" and "simulate" not in ds:
         check_bag_files(sheet, source=source)  # shapes only: unreadable files, mixed embedding widths
-    validate(sheet, schema="../schemas/samples.schema.yaml")
+    validate_rows(sheet, SAMPLES_SCHEMA, source=source)  # errors name the sheet's file and line
     return sheet
 
 

@@ -22,6 +22,7 @@ for _dataset in SCRNA_DATASETS:
             dataset=_dataset,
             scrna=config["datasets"][_dataset]["scrna"],
             seed=config["seed"],
+            code=code("embed_scrna.py"),
         script:
             "../scripts/embed_scrna.py"
 
@@ -41,6 +42,7 @@ rule import_bag:
         dataset=alternation(BAGS_DATASETS),
     params:
         label=patient_label,
+        code=code("import_bag.py"),
     script:
         "../scripts/import_bag.py"
 
@@ -61,6 +63,7 @@ rule flow_panel:
     params:
         paths=lambda wildcards: list(SHEETS[wildcards.dataset]["path"]),
         panel=lambda wildcards: config["datasets"][wildcards.dataset]["flow"]["panel"],
+        code=code("flow_panel.py"),
     script:
         "../scripts/flow_panel.py"
 
@@ -84,6 +87,7 @@ rule embed_flow:
         label=patient_label,
         flow=lambda wildcards: config["datasets"][wildcards.dataset]["flow"],
         seed=config["seed"],
+        code=code("embed_flow.py"),
     script:
         "../scripts/embed_flow.py"
 
@@ -108,5 +112,6 @@ rule embed_image:
         folder=patient_path,
         label=patient_label,
         image=lambda wildcards: config["datasets"][wildcards.dataset]["image"],
+        code=code("embed_image.py"),
     script:
         "../scripts/embed_image.py"

@@ -37,6 +37,7 @@ for _family in families():
             select=config["select"],
             n_per_class=config["generate"]["n_per_class"],
             seed=config["seed"],
+            code=code("train_mil.py"),
         script:
             "../scripts/train_mil.py"
 
@@ -59,5 +60,6 @@ rule realism:
         max_instances=config["realism"]["max_instances"],
         permutations=config["realism"]["c2st_permutations"],
         seed=config["seed"],
+        code=code("realism.py"),
     script:
         "../scripts/realism.py"

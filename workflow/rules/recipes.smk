@@ -23,6 +23,7 @@ rule splits:
         modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
         splits=config["splits"],
         seed=config["seed"],
+        code=code("splits.py"),
     script:
         "../scripts/splits.py"
 
@@ -40,6 +41,7 @@ rule scenario_patients:
         "../../envs/recipes.yaml"
     params:
         seed=config["seed"],
+        code=code("scenario_patients.py"),
     script:
         "../scripts/scenario_patients.py"
 
@@ -64,6 +66,7 @@ rule recipes:
         gmm=config["gmm"],
         recipes=config["recipes"],
         seed=config["seed"],
+        code=code("recipes.py"),
     script:
         "../scripts/recipes.py"
 
@@ -94,5 +97,6 @@ for _family in families():
             classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
             config={k: config[k] for k in ("generate", "select", "remix", "psemix")},
             seed=config["seed"],
+            code=code("generate.py"),
         script:
             "../scripts/generate.py"

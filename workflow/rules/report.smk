@@ -53,6 +53,8 @@ rule summary:
         "benchmarks/summary/summary.tsv"
     conda:
         "../../envs/report.yaml"
+    params:
+        code=code("summary.py"),
     script:
         "../scripts/summary.py"
 
@@ -108,6 +110,7 @@ rule plot_fold:
         seed=config["seed"],
         modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
         folders=lambda wildcards: dict(zip(SHEETS[wildcards.dataset]["patient"], SHEETS[wildcards.dataset]["path"])),
+        code=code("plot_fold.py"),
     script:
         "../scripts/plot_fold.py"
 

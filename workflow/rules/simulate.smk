@@ -17,6 +17,7 @@ rule simulate_scrna:
     params:
         sim=lambda wildcards: config["datasets"][wildcards.dataset]["simulate"],
         classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
+        code=code("simulate_scrna.py"),
     script:
         "../scripts/simulate_scrna.py"
 
@@ -37,5 +38,6 @@ rule simulate_files:
         sim=lambda wildcards: config["datasets"][wildcards.dataset]["simulate"],
         classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
         modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
+        code=code("simulate_files.py"),
     script:
         "../scripts/simulate_files.py"

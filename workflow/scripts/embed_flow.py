@@ -2,11 +2,10 @@ from _common import start
 
 log = start(snakemake)
 
-import pandas as pd
-
 from recipe_mil.embed.flow import FlowEmbedParams, write_flow_bag
+from recipe_mil.io.tables import read_tsv
 
-features = pd.read_csv(snakemake.input.panel, sep="\t")["feature"].tolist()
+features = read_tsv(snakemake.input.panel)["feature"].tolist()
 params = FlowEmbedParams(**snakemake.params.flow, seed=snakemake.params.seed)
 write_flow_bag(
     snakemake.params.fcs,

@@ -4,9 +4,9 @@ log = start(snakemake)
 
 import anndata as ad
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
+from recipe_mil.io.tables import read_tsv
 from recipe_mil.plots import (
     plot_attention,
     plot_attention_thumbnails,
@@ -21,8 +21,8 @@ plot_recipes(recipes, snakemake.output.recipes)
 pool = ad.read_h5ad(snakemake.input.pool)
 syn = read_synthetic(snakemake.input.synthetic)
 plot_pool_umap(pool.obsm["X_gmm"], pool.obs, syn.indices, snakemake.output.umap, seed=snakemake.params.seed)
-attention = pd.read_csv(snakemake.input.attention, sep="\t", dtype={"patient": str, "instance_id": str})
-predictions = pd.read_csv(snakemake.input.predictions, sep="\t", dtype={"patient": str})
+attention = read_tsv(snakemake.input.attention)
+predictions = read_tsv(snakemake.input.predictions)
 if snakemake.params.modality == "image":
     plot_attention_thumbnails(attention, predictions, snakemake.params.folders, snakemake.output.attention)
 else:

@@ -5,18 +5,18 @@ log = start(snakemake)
 from pathlib import Path
 
 import anndata as ad
-import pandas as pd
 
 from recipe_mil.io.atomic import atomic_path
 from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import read_synthetic
+from recipe_mil.io.tables import read_tsv
 from recipe_mil.realism import realism_for_run
 from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards
 fixed = {"pool", "patients", "bags"}
 synthetic = {k: read_synthetic(v) for k, v in snakemake.input.items() if k not in fixed}
-patients = pd.read_csv(snakemake.input.patients, sep="\t", dtype={"patient": str, "label": str})
+patients = read_tsv(snakemake.input.patients)
 bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
 heldout = {}
 for row in patients[patients["role"] == "test"].itertuples():

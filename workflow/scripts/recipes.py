@@ -4,17 +4,17 @@ log = start(snakemake)
 
 from pathlib import Path
 
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from recipe_mil.io.atomic import atomic_path
 from recipe_mil.io.synthetic import write_recipes
+from recipe_mil.io.tables import read_tsv
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
 from recipe_mil.recipes.pool import resolve_standardize
 from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards
-patients = pd.read_csv(snakemake.input.patients, sep="\t", dtype={"patient": str, "label": str})
+patients = read_tsv(snakemake.input.patients)
 bag_paths = {Path(p).stem: p for p in snakemake.input.bags}
 p = snakemake.params
 pool_cfg = {**p.pool, "standardize": resolve_standardize(p.pool["standardize"], p.modality)}
@@ -35,4 +35,10 @@ write_recipes(
     pooled_target=None if fold.pooled is None else fold.pooled.to_dict(),
     seed=seed,
 )
-log.info("K=%d (%s); truth ARI %s; recipes for %s", fold.gmm.n_components, config.criterion, space["truth_ari"], ", ".join(fold.recipes))
+log.info(
+    "K=%d (%s); truth ARI %s; recipes for %s",
+    fold.gmm.n_components,
+    config.criterion,
+    space["truth_ari"],
+    ", ".join(fold.recipes),
+)

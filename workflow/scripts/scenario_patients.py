@@ -2,13 +2,12 @@ from _common import start
 
 log = start(snakemake)
 
-import pandas as pd
-
 from recipe_mil.io.atomic import atomic_path
+from recipe_mil.io.tables import read_tsv
 from recipe_mil.splits import scenario_patients
 
 w = snakemake.wildcards
-splits = pd.read_csv(snakemake.input.splits, sep="\t", dtype={"patient": str, "label": str})
+splits = read_tsv(snakemake.input.splits)
 patients = scenario_patients(
     splits, repeat=int(w.repeat), fold=int(w.fold), scenario=w.scenario, seed=snakemake.params.seed
 )

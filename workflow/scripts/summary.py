@@ -6,11 +6,12 @@ import pandas as pd
 
 from recipe_mil.evaluate import collect_metrics, collect_recall, paired_comparisons, summary_markdown
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
+from recipe_mil.io.tables import read_tsv
 from recipe_mil.plots import plot_metrics, plot_realism
 
 summary = collect_metrics(snakemake.input.metrics)
 recall = collect_recall(snakemake.input.metrics)
-tables = [pd.read_csv(p, sep="\t") for p in snakemake.input.realism]
+tables = [read_tsv(p) for p in snakemake.input.realism]
 realism = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else pd.DataFrame()
 for path, frame in (
     (snakemake.output.tsv, summary),

@@ -12,6 +12,7 @@ import torch
 from recipe_mil.experiment import FoldData, run_fold, save_model
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
 from recipe_mil.io.synthetic import read_synthetic, write_synthetic
+from recipe_mil.io.tables import read_tsv
 from recipe_mil.mil import TrainConfig
 from recipe_mil.seeds import derive_seed
 from recipe_mil.select import SelectConfig
@@ -20,7 +21,7 @@ from recipe_mil.splits import parse_scenario
 w = snakemake.wildcards
 p = snakemake.params
 torch.set_num_threads(snakemake.threads)
-patients = pd.read_csv(snakemake.input.patients, sep="\t", dtype={"patient": str, "label": str})
+patients = read_tsv(snakemake.input.patients)
 bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
 synthetic = {k.split("__", 1)[1]: read_synthetic(v) for k, v in snakemake.input.items() if k.startswith("synthetic__")}
 pool_x = ad.read_h5ad(snakemake.input.pool).X if "pool" in snakemake.input.keys() else None

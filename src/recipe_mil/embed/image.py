@@ -1,4 +1,4 @@
-"""Per-patient bags of single-cell image embeddings (DESIGN §1, modality ``image``).
+"""Per-patient bags of single-cell image embeddings (modality ``image``; see ``docs/method.md``).
 
 A patient is one folder of single-cell crops (PNG, JPEG or TIFF, any size). Every crop
 is read as 8-bit RGB (:func:`read_image`) and embedded by a frozen encoder:
@@ -20,7 +20,9 @@ is read as 8-bit RGB (:func:`read_image`) and embedded by a frozen encoder:
     segmentation of cell and nucleus by colour, then size, shape, colour and texture.
 
 Nothing is ever downloaded: there is no hub access; the weights come from
-``ImageEmbedParams.weights``, a local path.
+``ImageEmbedParams.weights``, a local path. Model names that would make timm reach a hub
+or a URL (``timm:hf-hub:...``, ``timm:hf_hub:...``, anything with ``:`` or ``/`` after the
+``timm:`` prefix) are refused (:func:`check_encoder_name`).
 
 The ViT encoders run batched through a :class:`torch.utils.data.DataLoader` (reading and
 preprocessing in ``num_workers`` processes), under bf16 autocast on a GPU and in float32
@@ -128,14 +130,39 @@ class ImageEmbedParams:
         if bad:
             detail = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise ValueError(f"ImageEmbedParams: invalid value(s): {detail}")
-        _check_encoder_name(self.encoder)
+        check_encoder_name(self.encoder)
 
 
-def _check_encoder_name(name: str) -> None:
+TIMM_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+"""A timm architecture name, optionally with its pretrained tag (``vit_small_patch16_224.augreg_in21k``): no
+``:`` or ``/``, so never a hub id (``hf-hub:org/model``), a URL or a path that timm would fetch from."""
+
+
+def check_encoder_name(name: str) -> None:
+    """Refuse an encoder name that is unknown or would make timm reach the network.
+
+    Parameters
+    ----------
+    name
+        ``morphology``, ``dinobloom-s/b/l/g`` or ``timm:<architecture>``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or a ``timm:`` name that is a hub id or URL (``timm:hf-hub:...``),
+        which timm would download from: nothing is ever downloaded here.
+    """
     if name == "morphology" or name in DINOBLOOM_MODELS:
         return
     if name.startswith("timm:") and len(name) > len("timm:"):
-        return
+        arch = name.removeprefix("timm:")
+        if TIMM_NAME.fullmatch(arch):
+            return
+        raise ValueError(
+            f"image encoder {name!r}: {arch!r} is not a plain timm architecture name; hub ids and URLs "
+            "(hf-hub:..., hf_hub:..., http...) are refused because nothing is ever downloaded: name the "
+            "architecture (e.g. 'timm:vit_small_patch16_224') and give its weights as a local file in image.weights"
+        )
     known = ["morphology", *DINOBLOOM_MODELS, "timm:<model-name>"]
     raise ValueError(f"unknown image encoder {name!r}; expected one of {known}")
 
@@ -1113,6 +1140,7 @@ def _build_and_load(build: Callable[[], nn.Module], state: Mapping[str, torch.Te
 
 
 def _create_timm_model(arch: str, image_size: int) -> nn.Module:
+    check_encoder_name(f"timm:{arch}")  # never hand timm a hub id or URL, whoever calls this
     import timm
 
     try:  # vision transformers take the input size; other families do not accept the argument
@@ -1153,7 +1181,7 @@ def encoder_dim(name: str, *, image_size: int = 224) -> int:
         384/768/1024/1536 for DinoBloom S/B/L/G, the number of morphology features, or a
         timm model's pooled feature width.
     """
-    _check_encoder_name(name)
+    check_encoder_name(name)
     if name == "morphology":
         return len(_MORPH_FEATURES)
     if name in DINOBLOOM_MODELS:

@@ -1,4 +1,4 @@
-"""Per-patient bag files (DESIGN §3).
+"""Per-patient bag files (the bag contract of ``docs/method.md``).
 
 A bag file is HDF5 with a dataset ``features`` (float32, n_instances x d), a dataset
 ``instance_ids`` (UTF-8 strings) and attributes ``patient``, ``label``, ``encoder`` and
@@ -25,6 +25,10 @@ TRUTH_DATASET = "truth_cell_type"
 
 class BagFileError(ValueError):
     """A bag file is missing, unreadable or does not follow the bag contract."""
+
+
+_DTYPE_KINDS = {"c": "complex", "S": "byte strings", "O": "strings or objects", "U": "strings", "b": "booleans"}
+"""numpy dtype kinds a ``features`` dataset may not have, in words (real floats and integers are fine)."""
 
 
 @dataclass
@@ -140,6 +144,14 @@ def _features_dataset(f: h5py.File, p: Path) -> h5py.Dataset:
     if "features" not in f:
         raise BagFileError(f"{p}: no 'features' dataset (found: {sorted(f.keys())})")
     ds = f["features"]
+    if not isinstance(ds, h5py.Dataset):
+        found = sorted(ds.keys()) if isinstance(ds, h5py.Group) else type(ds).__name__
+        raise BagFileError(f"{p}: 'features' is an HDF5 group (holding {found}), not a dataset")
+    if ds.dtype.kind not in "fiu":
+        raise BagFileError(
+            f"{p}: 'features' has dtype {ds.dtype} ({_DTYPE_KINDS.get(ds.dtype.kind, 'not a number')}); "
+            "bag features must be real numbers (float or integer)"
+        )
     if ds.ndim != 2:
         raise BagFileError(f"{p}: 'features' must be 2-d, got shape {ds.shape}")
     return ds
@@ -165,7 +177,8 @@ def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
     Raises
     ------
     BagFileError
-        If the file is missing, unreadable, lacks ``features`` or holds non-finite values.
+        If the file is missing, unreadable, lacks ``features``, its ``features`` is not a 2-d
+        dataset of real numbers, or holds non-finite values.
     """
     p = Path(path)
     try:
@@ -213,7 +226,8 @@ def bag_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
     Raises
     ------
     BagFileError
-        If the file is missing, is not HDF5, lacks ``features`` or ``features`` is not 2-d.
+        If the file is missing, is not HDF5, lacks ``features``, or ``features`` is not a 2-d
+        dataset of real numbers (an HDF5 group, complex numbers or byte strings are refused).
     """
     p = Path(path)
     try:

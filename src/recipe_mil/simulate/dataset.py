@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +28,32 @@ def _simulator(modality: str) -> tuple[Any, Any, Any]:
     module_name, params_name, external_name = SIMULATORS[modality]
     module = importlib.import_module(module_name)
     return module, getattr(module, params_name), getattr(module, external_name)
+
+
+def simulator_keys(modality: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Return the keys a dataset's ``simulate`` block may hold for a modality.
+
+    Parameters
+    ----------
+    modality
+        ``scrna``, ``flow`` or ``image``.
+
+    Returns
+    -------
+    tuple[frozenset[str], frozenset[str]]
+        The simulator's parameters (its dataclass fields but ``classes``, which come from the dataset, plus
+        ``external``) and the keys of the ``external`` sub-block (the external-cohort function's keyword
+        arguments).
+
+    Raises
+    ------
+    ValueError
+        If the modality has no simulator.
+    """
+    _, params_cls, external_fn = _simulator(modality)
+    target = {f.name for f in dataclasses.fields(params_cls) if f.init and f.name != "classes"} | {"external"}
+    external = list(inspect.signature(external_fn).parameters)[1:]  # the first is the target's parameters
+    return frozenset(target), frozenset(external)
 
 
 def sim_params_from_config(sim: Mapping[str, Any], classes: Sequence[str], modality: str = "scrna") -> tuple[Any, Any]:
