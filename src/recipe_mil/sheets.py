@@ -33,19 +33,23 @@ def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
     ----------
     path
         Tab-separated file with columns ``patient``, ``label``, ``path`` (for ``scrna``
-        optional: the patient id in the ``.h5ad``) and optionally ``cohort``.
+        optional: the patient id in the ``.h5ad``), optionally ``cohort`` and, for ``flow``,
+        optionally ``dataset`` (which data set of a multi-data-set FCS file is the patient,
+        1-based; blank: the file's only one).
     modality
         ``scrna``, ``bags``, ``image`` or ``flow``.
 
     Returns
     -------
     pandas.DataFrame
-        With string columns ``patient, label, path, cohort`` and a default index.
+        With string columns ``patient, label, path, cohort`` (and ``dataset`` for ``flow``,
+        ``""`` where not given) and a default index.
 
     Raises
     ------
     SampleSheetError
-        If the file is missing or empty, or a required column is absent.
+        If the file is missing or empty, a required column is absent, or a ``dataset`` column
+        is given for another modality than ``flow``.
     """
     p = Path(path)
     if not p.is_file():
@@ -71,7 +75,14 @@ def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
         sheet["cohort"] = "target"
     sheet["cohort"] = sheet["cohort"].replace("", "target")
     sheet["path"] = sheet["path"].where(sheet["path"] != "", sheet["patient"])
-    return sheet[["patient", "label", "path", "cohort"]].reset_index(drop=True)
+    columns = ["patient", "label", "path", "cohort"]
+    if modality == "flow":
+        if "dataset" not in sheet:
+            sheet["dataset"] = ""
+        columns.append("dataset")
+    elif "dataset" in sheet:
+        raise SampleSheetError(f"sample sheet {p}: column 'dataset' (a data set of an FCS file) is for flow data only")
+    return sheet[columns].reset_index(drop=True)
 
 
 def check_sheet(
@@ -104,7 +115,9 @@ def check_sheet(
     ------
     SampleSheetError
         Naming the rows: empty patient ids, duplicate patients, unknown labels or cohorts,
-        missing files, patients absent from the ``.h5ad``, classes too small for the folds.
+        missing files, patients absent from the ``.h5ad``, classes too small for the folds;
+        with a ``dataset`` column (flow), values that are not blank or a positive integer, and
+        one file's data set listed for two patients.
     """
     problems: list[str] = []
     empty = sheet["patient"] == ""
@@ -119,6 +132,13 @@ def check_sheet(
     bad_cohort = ~sheet["cohort"].isin(COHORTS)
     if bad_cohort.any():
         problems.append(f"cohort must be one of {list(COHORTS)} at {_rows(sheet, bad_cohort)}")
+    if "dataset" in sheet:
+        bad_ds = ~sheet["dataset"].astype(str).str.fullmatch(r"([1-9][0-9]*)?")
+        if bad_ds.any():
+            problems.append(f"dataset must be blank or a data set number (1, 2, ...) at {_rows(sheet, bad_ds)}")
+        same = sheet.duplicated(["path", "dataset"], keep=False) & ~bad_ds
+        if same.any():
+            problems.append(f"one file (and data set) listed for several patients at {_rows(sheet, same, path=True)}")
     if file_paths:
         missing = ~sheet["path"].map(lambda x: Path(x).exists())
         if missing.any():

@@ -117,7 +117,7 @@ class FcsHeader:
 
     def label(self, i: int) -> str:
         """``$PnN ($PnS)`` of channel ``i`` (0-based), or ``$PnN`` alone."""
-        return f"{self.pnn[i]} ({self.pns[i]})" if self.pns[i] else self.pnn[i]
+        return f"{self.pnn[i]} ({self.pns[i]})" if self.pns[i] and self.pns[i] != self.pnn[i] else self.pnn[i]
 
     def display_names(self) -> list[str]:
         """Return ``$PnS`` where set, else ``$PnN``.
