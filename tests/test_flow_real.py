@@ -23,6 +23,7 @@ from recipe_mil.embed.flow import (
     classify_channel,
     embed_flow_events,
     file_spillover,
+    fit_flow_pca,
     list_data_sets,
     read_fcs,
     read_fcs_header,
@@ -350,6 +351,16 @@ def test_data_sets_of_different_samples_are_refused_listing_them_and_the_sheet_c
         np.testing.assert_array_equal(events, chunks[k - 1])
     with pytest.raises(FlowFileError, match=r"data set 5 asked for \(sample sheet column 'dataset'\)"):
         read_fcs_header(path, dataset=5)
+    # the PCA fit takes the same choices
+    pca = fit_flow_pca(
+        [path, path],
+        FlowEmbedParams(compensation="none"),
+        features=["FSC-A", "GFP-A"],
+        n_components=1,
+        events_per_file=100,
+        datasets=[2, 4],
+    )
+    assert pca.components.shape == (1, 2)
 
     # the same events counted the same in two FCS 3.0 data sets: ambiguous, refused too
     same = fcs_bytes(chunks[1], [f"C{i}" for i in range(11)], version="3.0", nextdata="0" * 10)

@@ -208,12 +208,13 @@ def _locate_data(path: Path, ds: DataSet, n_tot: int, bpe: int, size: int) -> tu
             f"the HEADER's DATA offsets (bytes 26-41) are {state} and the TEXT has no $BEGINDATA/$ENDDATA: "
             "the DATA segment cannot be located",
         )
-    for source, start, stop in candidates:  # noqa: B007 (the loop leaves the chosen candidate in place)
-        actual = stop - start + 1
+
+    def fits(start: int, stop: int) -> bool:  # the size of $TOT events, inside the file, not over the TEXT
         outside_text = start > h["text_stop"] or stop < h["text_start"]  # an .lmd may put its DATA first
-        if actual in (expected, expected + 1) and outside_text and offset + start + expected <= size:
-            break
-    else:
+        return stop - start + 1 in (expected, expected + 1) and outside_text and offset + start + expected <= size
+
+    chosen = next((c for c in candidates if fits(c[1], c[2])), None)
+    if chosen is None:
         source, start, stop = candidates[0]
         actual = stop - start + 1
         if offset + stop >= size + (actual == expected + 1):
@@ -229,6 +230,7 @@ def _locate_data(path: Path, ds: DataSet, n_tot: int, bpe: int, size: int) -> tu
             f"($PAR={text.get('par')}, $DATATYPE={text.get('datatype')}) = {expected} bytes, but the DATA segment "
             f"(bytes {start}-{stop}, from the {source}) holds {actual} bytes{others}",
         )
+    source, start, stop = chosen
     options: dict[str, bool] = {}
     if h["data_blank"]:
         logger.warning(

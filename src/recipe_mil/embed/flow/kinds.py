@@ -171,20 +171,3 @@ def never_decreasing(values: np.ndarray) -> bool:
     if v.size < MIN_EVENTS_FOR_CONTENT:
         return False
     return bool(v[-1] > v[0] and np.all(v[1:] >= v[:-1]))
-
-
-def constant(values: np.ndarray) -> bool:
-    """Whether a channel holds one value over the acquisition (at least :data:`MIN_EVENTS_FOR_CONTENT` events).
-
-    Parameters
-    ----------
-    values
-        One channel's values.
-
-    Returns
-    -------
-    bool
-        True for an empty slot (``Unused6``) or a flag that never fired.
-    """
-    v = np.asarray(values)
-    return bool(v.size >= MIN_EVENTS_FOR_CONTENT and np.all(v == v[0]))

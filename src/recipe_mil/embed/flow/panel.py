@@ -5,7 +5,7 @@ channel by ``$PnS`` (marker) or ``$PnN`` (detector), case-insensitively and igno
 (``"CD45 :: V500-A"``, an ``-A`` suffix, spaces and dashes). Without one, :func:`resolve_panel`
 takes, per detector, the area channel (the height where a detector has no area; never a width),
 of scatter and fluorescence channels common to all files; time and counter channels, by name or
-by content (never decreasing over the acquisition), and constant channels are left out.
+by content (never decreasing over the acquisition), are left out.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from recipe_mil.embed.flow.errors import FlowFileError, fail
 from recipe_mil.embed.flow.fcs import FcsHeader, read_fcs, read_fcs_header
-from recipe_mil.embed.flow.kinds import constant, never_decreasing
+from recipe_mil.embed.flow.kinds import never_decreasing
 
 logger = logging.getLogger(__name__)
 
@@ -214,15 +214,13 @@ def content_flags(header: FcsHeader, events: np.ndarray) -> dict[int, str]:
     -------
     dict[int, str]
         0-based channel -> why: ``"counter: never decreases over the acquisition"`` (see
-        :func:`~recipe_mil.embed.flow.kinds.never_decreasing`) or ``"constant"``.
+        :func:`~recipe_mil.embed.flow.kinds.never_decreasing`).
     """
     out: dict[int, str] = {}
     for i, kind in enumerate(header.kinds):
         if kind in ("scatter", "fluorescence"):
             if never_decreasing(events[:, i]):
                 out[i] = "counter: never decreases over the acquisition"
-            elif constant(events[:, i]):
-                out[i] = "constant"
     return out
 
 
