@@ -5,8 +5,8 @@ then times, best of ``--repeats``:
 
 - the reference: flowkit's plain ``Sample(path)`` load (no compensation, no transform);
 - for context, flowkit alone doing load + compensation + logicle (no QC, no scaling);
-- recipe_mil: ``embed_flow_file`` with every event kept (``max_events=None``): header checks, flowkit
-  load, QC (non-finite, saturation), compensation from the file, logicle of the ten fluorescence
+- recipe_mil: ``embed_flow_file`` with every event kept (``max_events=None``): header checks, flowio
+  read, QC (non-finite, saturation), compensation from the file, logicle of the ten fluorescence
   channels, scatter scaling, fixed standardisation;
 - for information, the same with asinh, and with the default ``max_events=10000`` (QC, then the
   subsample is compensated and transformed).

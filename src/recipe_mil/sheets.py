@@ -54,20 +54,24 @@ def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
     ----------
     path
         Tab-separated file with columns ``patient``, ``label``, ``path`` (for ``scrna``
-        optional: the patient id in the ``.h5ad``) and optionally ``cohort``.
+        optional: the patient id in the ``.h5ad``), optionally ``cohort`` and, for ``flow``,
+        optionally ``dataset`` (which data set of a multi-data-set FCS file is the patient,
+        1-based; blank: the file's only one).
     modality
         ``scrna``, ``bags``, ``image`` or ``flow``.
 
     Returns
     -------
     pandas.DataFrame
-        With string columns ``patient, label, path, cohort`` and a default index.
+        With string columns ``patient, label, path, cohort`` (and ``dataset`` for ``flow``,
+        ``""`` where not given) and a default index.
 
     Raises
     ------
     SampleSheetError
         If the file is missing, empty, not UTF-8 text or malformed (a line with more fields
-        than the header), or a required column is absent; the message names the file (and line).
+        than the header), a required column is absent, or a ``dataset`` column is given for
+        another modality than ``flow``; the message names the file (and line).
     """
     p = Path(path)
     if not p.is_file():
@@ -110,7 +114,14 @@ def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
         sheet["cohort"] = "target"
     sheet["cohort"] = sheet["cohort"].replace("", "target")
     sheet["path"] = sheet["path"].where(sheet["path"] != "", sheet["patient"])
-    return sheet[["patient", "label", "path", "cohort"]].reset_index(drop=True)
+    columns = ["patient", "label", "path", "cohort"]
+    if modality == "flow":
+        if "dataset" not in sheet:
+            sheet["dataset"] = ""
+        columns.append("dataset")
+    elif "dataset" in sheet:
+        raise SampleSheetError(f"sample sheet {p}: column 'dataset' (a data set of an FCS file) is for flow data only")
+    return sheet[columns].reset_index(drop=True)
 
 
 def check_sheet(
@@ -147,7 +158,9 @@ def check_sheet(
     SampleSheetError
         Naming the rows: empty or unsafe patient ids (see :data:`recipe_mil.names.SAFE_NAME`),
         duplicate patients, unknown labels or cohorts, missing files, patients absent from the
-        ``.h5ad``; and naming the classes that have no target patient or too few for the folds.
+        ``.h5ad``; naming the classes that have no target patient or too few for the folds; with
+        a ``dataset`` column (flow), values that are not blank or a positive integer, and one
+        file's data set listed for two patients.
     """
     problems: list[str] = []
     empty = sheet["patient"] == ""
@@ -165,6 +178,13 @@ def check_sheet(
     bad_cohort = ~sheet["cohort"].isin(COHORTS)
     if bad_cohort.any():
         problems.append(f"cohort must be one of {list(COHORTS)} at {_rows(sheet, bad_cohort)}")
+    if "dataset" in sheet:
+        bad_ds = ~sheet["dataset"].astype(str).str.fullmatch(r"([1-9][0-9]*)?")
+        if bad_ds.any():
+            problems.append(f"dataset must be blank or a data set number (1, 2, ...) at {_rows(sheet, bad_ds)}")
+        same = sheet.duplicated(["path", "dataset"], keep=False) & ~bad_ds
+        if same.any():
+            problems.append(f"one file (and data set) listed for several patients at {_rows(sheet, same, path=True)}")
     if file_paths:
         missing = ~sheet["path"].map(lambda x: Path(x).exists())
         if missing.any():

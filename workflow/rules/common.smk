@@ -223,6 +223,23 @@ def patient_path(wildcards):
     return sheet.loc[sheet["patient"] == wildcards.patient, "path"].iloc[0]
 
 
+def patient_dataset(wildcards):
+    """The sheet's data set of one patient's FCS file (flow; 1-based), or None for the file's default."""
+    sheet = SHEETS[wildcards.dataset]
+    if "dataset" not in sheet:
+        return None
+    value = sheet.loc[sheet["patient"] == wildcards.patient, "dataset"].iloc[0]
+    return int(value) if value else None
+
+
+def flow_datasets(dataset):
+    """The sheet's data set choices of a flow dataset, in sheet order (None where not given)."""
+    sheet = SHEETS[dataset]
+    if "dataset" not in sheet:
+        return [None] * len(sheet)
+    return [int(v) if v else None for v in sheet["dataset"]]
+
+
 def raw_input(wildcards):
     """An FCS file or image folder: the simulator's raw folder when simulated (a directory output)."""
     if "simulate" in config["datasets"][wildcards.dataset]:

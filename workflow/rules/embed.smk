@@ -62,6 +62,7 @@ rule flow_panel:
         dataset=alternation(FLOW_DATASETS),
     params:
         paths=lambda wildcards: list(SHEETS[wildcards.dataset]["path"]),
+        datasets=lambda wildcards: flow_datasets(wildcards.dataset),
         panel=lambda wildcards: config["datasets"][wildcards.dataset]["flow"]["panel"],
         code=code("flow_panel.py"),
     script:
@@ -84,6 +85,7 @@ rule embed_flow:
         dataset=alternation(FLOW_DATASETS),
     params:
         fcs=patient_path,
+        fcs_dataset=patient_dataset,
         label=patient_label,
         flow=lambda wildcards: config["datasets"][wildcards.dataset]["flow"],
         seed=config["seed"],

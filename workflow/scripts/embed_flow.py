@@ -14,5 +14,6 @@ write_flow_bag(
     label=snakemake.params.label,
     params=params,
     features=features,
+    dataset=snakemake.params.fcs_dataset,
 )
 log.info("wrote %s from %s", snakemake.output.bag, snakemake.params.fcs)
