@@ -48,11 +48,20 @@ TINY_SLURM = {  # test_workflow's tiny scRNA config, cut down to what a SLURM ro
     "gmm": {"n_components": [3], "n_init": 1},
     "generate": {"n_per_class": 3},
     "select": {"passes": 2, "oversample": 2},
-    "mil": {"epochs": 2, "min_epochs": 1, "patience": 1, "hidden": 8, "attention_dim": 4, "device": "cpu"},
+    "mil": {
+        "epochs": 2,
+        "min_epochs": 1,
+        "patience": 1,
+        "hidden": 8,
+        "attention_dim": 4,
+        "device": "cpu",
+        "n_seeds": 1,
+    },
 }
 
 
-GPU_RULES = ("train_mil", "train_mil_external", "embed_image")  # the rules that declare resources: gpu=1
+# the rules that declare resources: gpu=1 (training: one rule per scenario family)
+GPU_RULES = ("train_mil_full", "train_mil_low_data", "train_mil_missing_class", "embed_image")
 
 
 def profile_resource(rule: str, name: str, attempt: int = 1):
@@ -95,7 +104,7 @@ def _slurm_conf(base: Path, node: str) -> str:
     """A one-node cluster: no accounting database, no cgroups, memory not consumable, the profile's partitions."""
     cpus, mem = os.cpu_count() or 1, _mem_total_mb() * 9 // 10
     cpu_partition = profile_resource("summary", "slurm_partition")  # a rule without set-resources: the default
-    gpu_partition = profile_resource("train_mil", "slurm_partition")
+    gpu_partition = profile_resource("train_mil_full", "slurm_partition")
     return f"""\
 ClusterName=recipetest
 SlurmctldHost={node}(127.0.0.1)
@@ -263,10 +272,10 @@ def profile_dry_run(workdir: Path, configfile: Path) -> list[str]:
 
 
 def check_profile_resources(jobs: list[str]) -> None:
-    """The profile's partition, memory and runtime reach train_mil and recipes; only train_mil asks for a GPU."""
-    train = next(j for j in jobs if j.startswith("train_mil:"))
+    """The profile's partition, memory and runtime reach training and recipes; only training asks for a GPU."""
+    train = next(j for j in jobs if j.startswith("train_mil_full:"))
     recipes = next(j for j in jobs if j.startswith("recipes:"))
-    for job, rule in ((train, "train_mil"), (recipes, "recipes")):
+    for job, rule in ((train, "train_mil_full"), (recipes, "recipes")):
         for name in ("slurm_partition", "mem_mb", "runtime"):
             assert f"{name}={profile_resource(rule, name)}," in job, (rule, name)
     assert "gpu=1" in train and "gpu=" not in recipes
@@ -276,7 +285,8 @@ def test_slurm_profile_dry_run(tmp_path):
     """The profile parses and routes the GPU rules for the demo config (no cluster needed, only the plugin);
     planned in a temporary folder, so a finished demo in the repository root changes nothing."""
     check_profile_resources(profile_dry_run(tmp_path, REPO / "config" / "config.yaml"))
-    assert profile_resource("train_mil", "mem_mb", attempt=2) == 2 * profile_resource("train_mil", "mem_mb")
+    for rule in GPU_RULES[:3]:
+        assert profile_resource(rule, "mem_mb", attempt=2) == 2 * profile_resource(rule, "mem_mb")
 
 
 def fake_finished_run(work: Path, configfile: Path) -> None:
@@ -353,8 +363,8 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path):
     jobs = [j for j in _jobs(env) if j.get("Comment", "").startswith("rule_")]
     rules = [j["Comment"].removeprefix("rule_").split("_wildcards_")[0] for j in jobs]
     assert all(j["JobState"] == "COMPLETED" for j in jobs), [(j["Comment"], j["JobState"]) for j in jobs]
-    assert rules.count("train_mil") == 2 and rules.count("recipes") == 2
-    assert {"simulate_scrna", "embed_scrna_tiny_scrna", "generate"} <= set(rules)
+    assert rules.count("train_mil_full") == 2 and rules.count("recipes") == 2
+    assert {"simulate_scrna", "embed_scrna_tiny_scrna", "generate_full"} <= set(rules)
     assert not {"summary", "splits", "scenario_patients"} & set(rules)  # localrules run on the submit host
     logs = list((tmp_path / ".snakemake/slurm_logs").rglob("*.log"))
     assert len(logs) == len(jobs)

@@ -1,5 +1,6 @@
 """Workflow tests: Snakemake on tiny configs (dry runs, lint, one end-to-end run, bad input)."""
 
+import json
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import yaml
 from recipe_mil.evaluate import SUMMARY_COLUMNS
 from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
+from recipe_mil.methods import AUGMENTED_METHODS, METHODS
 from recipe_mil.simulate.bags import simulate_bag_cohort
 from recipe_mil.simulate.flow import FLOW_PANEL
 from recipe_mil.simulate.scrna import ScrnaSimParams, simulate_scrna_cohort, write_h5ad_atomic
@@ -42,11 +44,20 @@ TINY = {
         "low_data": {"n_per_class": [2], "draws": 1},
         "missing_class": {"classes": ["healthy"]},
     },
-    "methods": ["real_only", "real_external", "shuffle", "remix", "psemix", "recipe", "recipe_selected"],
+    "methods": list(METHODS),
     "gmm": {"n_components": [3, 6], "n_init": 1},
     "generate": {"n_per_class": 5},
     "select": {"passes": 4, "oversample": 2},
-    "mil": {"epochs": 5, "min_epochs": 1, "patience": 2, "hidden": 16, "attention_dim": 8, "device": "cpu"},
+    "realism": {"c2st_permutations": 10},
+    "mil": {
+        "epochs": 5,
+        "min_epochs": 1,
+        "patience": 2,
+        "hidden": 16,
+        "attention_dim": 8,
+        "device": "cpu",
+        "n_seeds": 2,
+    },
 }
 
 
@@ -77,7 +88,7 @@ def test_demo_config_dry_run_and_lint(tmp_path):
     demo = ("--configfile", str(REPO / "config" / "config.yaml"))
     res = snakemake(tmp_path, *demo, "-n", "--quiet", "rules", timeout=300)
     assert res.returncode == 0, res.stderr
-    assert re.search(r"^train_mil\s+\d+$", res.stdout + res.stderr, flags=re.M), res.stdout  # every job planned
+    assert re.search(r"^train_mil_full\s+\d+$", res.stdout + res.stderr, flags=re.M), res.stdout  # every job planned
     lint = snakemake(tmp_path, *demo, "--lint", timeout=300)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
@@ -94,14 +105,18 @@ def test_end_to_end_summary_rows(tiny_run):
     work, _, _ = tiny_run
     summary = pd.read_csv(work / "results/summary.tsv", sep="\t")
     assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == SUMMARY_COLUMNS
-    # (full + low_data n=2) x 2 folds x 6 methods + missing_class x 2 folds x 7 methods (real_external too)
-    assert len(summary) == 2 * 2 * 6 + 2 * 7
+    # (full + low_data n=2) x 2 folds x 2 seeds x 7 methods + missing_class x 2 folds x 2 seeds x 9 methods
+    # (real_external and ablation_external_instances run only where a class is missing)
+    assert len(summary) == 2 * 2 * 2 * 7 + 2 * 2 * 9
     counts = summary.groupby(["scenario", "method"]).size()
-    assert (counts == 2).all() and len(counts) == 2 * 6 + 7
+    assert (counts == 4).all() and len(counts) == 2 * 7 + 9
+    assert (summary.groupby(["scenario", "fold"])["seed"].nunique() == 2).all()
     assert (summary.loc[summary["method"].isin(["real_only", "real_external"]), "n_synthetic"] == 0).all()
     augmented = summary[~summary["method"].isin(["real_only", "real_external"])]
-    # the same number of synthetic patients for every augmentation method: 5 per class
-    assert (augmented["n_synthetic"] == 15).all()
+    # the same number of synthetic patients for every augmentation method: 5 per class; where a class is
+    # missing, one of its 5 is held out for validation (it has no real validation patient)
+    assert (augmented.loc[augmented["scenario"] != "missing_class", "n_synthetic"] == 15).all()
+    assert (augmented.loc[augmented["scenario"] == "missing_class", "n_synthetic"] == 14).all()
     low = summary[summary["scenario"] == "low_data"]
     assert (low["n_real_train"] == 6).all() and (low["n_per_class"] == 2).all()
     miss = summary[summary["scenario"] == "missing_class"]
@@ -110,17 +125,22 @@ def test_end_to_end_summary_rows(tiny_run):
     n_healthy_train = full_train.to_numpy() / 3  # balanced classes
     real_only_miss = miss.loc[miss["method"] == "real_only", "n_real_train"].to_numpy()
     np.testing.assert_allclose(real_only_miss, full_train.to_numpy() - n_healthy_train)
-    # external healthy patients as they are: the 2 external patients join the training set
-    np.testing.assert_allclose(miss.loc[miss["method"] == "real_external", "n_real_train"], real_only_miss + 2)
+    # external healthy patients as they are: of the 2 external patients 1 trains, 1 validates
+    np.testing.assert_allclose(miss.loc[miss["method"] == "real_external", "n_real_train"], real_only_miss + 1)
     for m in ("balanced_accuracy", "accuracy", "macro_f1", "auroc"):
         assert summary[m].between(0, 1).all()
     md = (work / "results/summary.md").read_text()
-    assert "| tiny_scrna | full |  | recipe | 2 |" in md
-    assert "| tiny_scrna | missing_class (healthy) |  | real_external | 2 |" in md
-    assert "Wilcoxon" in md and "Realism" in md
+    assert md.startswith("# recipe-mil summary") and md.index("## Difference from real_only") < md.index("## Mean")
+    assert "| tiny_scrna | full | recipe | 4 |" in md
+    assert "| tiny_scrna | missing_class (healthy) | real_external | 4 |" in md
+    assert "Wilcoxon" in md and "Realism" in md and "Recall per class" in md and "Holm" in md
     realism = pd.read_csv(work / "results/realism.tsv", sep="\t")
-    assert set(realism["method"]) == {"shuffle", "remix", "psemix", "recipe", "recipe_selected"}
-    assert realism["c2st"].dropna().between(0, 1).all()
+    assert set(realism["method"]) == set(AUGMENTED_METHODS)
+    assert realism["c2st"].dropna().between(0, 1).all() and realism["c2st_p"].dropna().between(0, 1).all()
+    comparisons = pd.read_csv(work / "results/comparisons.tsv", sep="\t")
+    assert {"mean_diff", "ci_low", "ci_high", "p_holm", "n_nonzero", "wilcoxon_p", "mdd"} <= set(comparisons.columns)
+    recall = pd.read_csv(work / "results/recall.tsv", sep="\t")
+    assert set(recall["class"]) == {"healthy", "disease_a", "disease_b"}
     for png in (
         "plots/metrics.png",
         "plots/realism.png",
@@ -143,9 +163,23 @@ def test_end_to_end_leakage_and_outputs(tiny_run):
         pooled = set(pool.obs["patient"].astype(str))
         assert pooled == set(patients.loc[patients["role"].isin(["train", "external"]), "patient"])
         assert not pooled & held_out
-        for generator in ("recipe", "shuffle", "psemix", "recipe_selected"):
+        for generator in (
+            "recipe",
+            "shuffle",
+            "psemix",
+            "recipe_candidates",
+            "recipe_selected/s0",
+            "recipe_selected/s1",
+        ):
             syn = read_synthetic(patients_tsv.parent / f"synthetic/{generator}.h5")
             assert not set(pool.obs["patient"].astype(str).to_numpy()[syn.indices]) & held_out
+        # common random numbers: every method of a fold and training seed trained from one seed
+        for s in ("s0", "s1"):
+            seeds = {json.loads(m.read_text())["mil_seed"] for m in patients_tsv.parent.glob(f"*/{s}/metrics.json")}
+            assert len(seeds) == 1
+        meta = json.loads((patients_tsv.parent / "recipes.json").read_text())
+        assert {"truth_ari", "k_at_grid_edge", "criterion_values", "standardized", "pooled_target"} <= set(meta)
+        assert meta["standardized"] is False  # scRNA PCA scores are never rescaled
         if "missing_class" in str(patients_tsv):
             # the missing class: no target training patient, its recipe from the external cohort only
             assert not ((patients["label"] == "healthy") & patients["role"].isin(["train", "val"])).any()
@@ -156,13 +190,13 @@ def test_end_to_end_leakage_and_outputs(tiny_run):
             syn = read_synthetic(patients_tsv.parent / "synthetic/recipe.h5")
             rows = np.concatenate([b for b, lab in zip(syn.bags(), syn.label, strict=True) if lab == "healthy"])
             assert (pool.obs["cohort"].astype(str).to_numpy()[rows] == "target").all()
-        pred = pd.read_csv(patients_tsv.parent / "recipe/predictions.tsv", sep="\t", dtype={"patient": str})
+        pred = pd.read_csv(patients_tsv.parent / "recipe/s0/predictions.tsv", sep="\t", dtype={"patient": str})
         assert set(pred["patient"]) == set(patients.loc[patients["role"] == "test", "patient"])
-        att = pd.read_csv(patients_tsv.parent / "recipe/attention.tsv", sep="\t", dtype={"patient": str})
+        att = pd.read_csv(patients_tsv.parent / "recipe/s1/attention.tsv", sep="\t", dtype={"patient": str})
         assert att.groupby("patient")["attention"].sum().round(4).eq(1.0).all()
     # every rule wrote its log
     assert (work / "logs/tiny_scrna/embed_scrna.log").stat().st_size > 0
-    assert list((work / "logs").rglob("train_mil.log"))
+    assert len(list((work / "logs").rglob("train_mil_s*.log"))) == 3 * 2 * 2
 
 
 def test_bags_modality_end_to_end(tmp_path):
@@ -178,7 +212,7 @@ def test_bags_modality_end_to_end(tmp_path):
     }
     run_to_end(tmp_path, config)
     summary = pd.read_csv(tmp_path / "results/summary.tsv", sep="\t")
-    assert len(summary) == 4 and set(summary["method"]) == {"real_only", "recipe"}
+    assert len(summary) == 8 and set(summary["method"]) == {"real_only", "recipe"}
     bag = read_bag(tmp_path / "results/bags/bags/healthy_00.h5")
     assert bag.label == "healthy" and bag.encoder == "gaussian-blobs" and bag.features.shape[1] == 6
 
@@ -239,6 +273,17 @@ def test_bad_input_fails_before_any_job(tmp_path, rows, config_patch, message):
         assert not (tmp_path / "results").exists()
 
 
+def test_alignment_without_a_shared_class_fails_before_any_job(tmp_path):
+    # the tiny dataset's external cohort holds only 'healthy', the class missing_class removes from the target
+    # training patients: a cohort shift cannot be told from the class difference
+    cfg = write_config(tmp_path, {**TINY, "recipes": {"align_external": "centre"}})
+    res = snakemake(tmp_path, "--configfile", str(cfg), "-n", timeout=300)
+    assert res.returncode != 0
+    assert "recipes.align_external='centre'" in res.stderr + res.stdout
+    assert "shares no class with the target training patients" in res.stderr + res.stdout
+    assert not (tmp_path / "results").exists()
+
+
 def test_flow_and_image_modalities_end_to_end(tmp_path):
     """Simulated FCS files and smear crops through embedding, recipes and MIL (small: mechanics, not accuracy)."""
     config = {
@@ -267,7 +312,8 @@ def test_flow_and_image_modalities_end_to_end(tmp_path):
     }
     run_to_end(tmp_path, config)
     summary = pd.read_csv(tmp_path / "results/summary.tsv", sep="\t")
-    assert len(summary) == 2 * 2 * 2 and set(summary["dataset"]) == {"tiny_flow", "tiny_smear"}
+    # 2 datasets x 2 folds x 2 methods x 2 training seeds
+    assert len(summary) == 2 * 2 * 2 * 2 and set(summary["dataset"]) == {"tiny_flow", "tiny_smear"}
     flow_bag = read_bag(tmp_path / "results/tiny_flow/bags/F000.h5")
     # the whole panel, matched across both simulated instruments by alias
     assert flow_bag.features.shape == (300, len(FLOW_PANEL)) and flow_bag.encoder == "flow-logicle"
