@@ -1,4 +1,4 @@
-"""One entry point for every method that adds synthetic patients (DESIGN §4, baselines)."""
+"""One entry point for every method that adds synthetic patients (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Metrics per run and summary tables across runs (DESIGN §3)."""
+"""Metrics per run and summary tables across runs (docs/method.md §6, §7)."""
 
 from __future__ import annotations
 

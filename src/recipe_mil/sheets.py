@@ -1,4 +1,4 @@
-"""Sample-sheet loading and checks that name the offending row (DESIGN §3)."""
+"""Sample-sheet loading and checks that name the offending row (docs/method.md §9)."""
 
 from __future__ import annotations
 

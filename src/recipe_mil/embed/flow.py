@@ -1,4 +1,4 @@
-"""Per-patient bags of event embeddings from flow-cytometry ``.fcs`` files (DESIGN §1, modality ``flow``).
+"""Per-patient bags of event embeddings from flow-cytometry ``.fcs`` files (docs/method.md §1, modality ``flow``).
 
 One FCS file is one patient; one event is one instance. For every file:
 
@@ -1376,7 +1376,7 @@ def write_flow_bag(
     params: FlowEmbedParams,
     features: list[str],
 ) -> None:
-    """Embed one FCS file and write its bag (DESIGN §3).
+    """Embed one FCS file and write its bag (docs/method.md §9).
 
     Parameters
     ----------
