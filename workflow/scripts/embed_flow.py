@@ -1,10 +1,11 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
 import pandas as pd
 
 from recipe_mil.embed.flow import FlowEmbedParams, write_flow_bag
+from recipe_mil.io.bags import bag_shape
 
 features = pd.read_csv(snakemake.input.panel, sep="\t")["feature"].tolist()
 params = FlowEmbedParams(**snakemake.params.flow, seed=snakemake.params.seed)
@@ -17,3 +18,4 @@ write_flow_bag(
     features=features,
 )
 log.info("wrote %s from %s", snakemake.output.bag, snakemake.params.fcs)
+done(log, "%d events x %d features", *bag_shape(snakemake.output.bag))

@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -30,4 +30,4 @@ write_recipes(
     pool_patients=sorted(pool.obs["patient"].unique().tolist()),
     seed=seed,
 )
-log.info("K=%d; recipes for %s", gmm.n_components, ", ".join(recipes))
+done(log, "K=%d; recipes for %s", gmm.n_components, ", ".join(recipes))
