@@ -60,3 +60,9 @@ def test_dry_run_passes_everything_and_install_is_idempotent():
     first = install_compact_console(logger, lambda: False)
     second = install_compact_console(logger, lambda: True)
     assert first is second and logger.filters == [first] and first._dryrun()
+
+
+def test_a_record_it_does_not_understand_passes():
+    console = CompactConsole(dryrun=lambda: False)
+    odd = record("info", event="job_info")  # no jobid, rule_name...: another Snakemake version
+    assert console.filter(odd)

@@ -85,7 +85,16 @@ class CompactConsole(logging.Filter):
         self._finished: list[int] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Return False to drop a record; progress records are rewritten into the finished jobs' lines."""
+        """Return False to drop a record; progress records are rewritten into the finished jobs' lines.
+
+        A record this filter does not understand (another Snakemake version) passes unchanged.
+        """
+        try:
+            return self._filter(record)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return True
+
+    def _filter(self, record: logging.LogRecord) -> bool:
         event = getattr(record, "event", None)
         if event is None:
             return record.getMessage() not in _SKIP_MESSAGES or self._dryrun()
