@@ -36,7 +36,7 @@ def library_src():
         tar = here.hosted_repo.repo.git.archive(here.ref, "src", format="tar", stdout_as_string=False)
         tmp = src.with_name(f"src.tmp{os.getpid()}")
         with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-            archive.extractall(tmp, filter="data")
+            archive.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         try:
             (tmp / "src").rename(src)  # atomic: a concurrent job sees the whole tree or none
         except OSError:  # another job extracted it first
