@@ -1,26 +1,5 @@
-# recipe-mil: recipe-based synthetic patients for data-scarce multiple instance learning.
-# Run the demo with `snakemake --cores 2`; see README.md and config/README.md.
-from snakemake.utils import min_version
-
-min_version("9.0")
-
-
-configfile: "config/config.yaml"
-
-
-report: "workflow/report/workflow.rst"
-
-
-include: "workflow/rules/common.smk"
-include: "workflow/rules/simulate.smk"
-include: "workflow/rules/embed.smk"
-include: "workflow/rules/recipes.smk"
-include: "workflow/rules/mil.smk"
-include: "workflow/rules/report.smk"
-
-
-rule all:
-    default_target: True
-    input:
-        rules.summary.output,
-        fold_plots(),
+# recipe-mil: run the demo with `snakemake --cores 2`; see README.md, config/README.md and docs/method.md.
+# The workflow is workflow/Snakefile (the snakemake-workflows layout that `snakedeploy deploy-workflow` and a
+# `module` statement load); this entry point loads it so that `snakemake -s Snakefile` keeps working. A plain
+# `include:` would reset the default target (rule `all`) to this file's first rule, of which there is none.
+workflow.include("workflow/Snakefile", overwrite_default_target=True)

@@ -209,7 +209,7 @@ def test_error_zero_cells_after_qc(small_files):
 
 
 def test_sheet_path_is_the_h5ad_patient_id(small_files, tmp_path):
-    # DESIGN §3: for scrna the sheet's `path` is the patient id in the h5ad
+    # docs/method.md §9: for scrna the sheet's `path` is the patient id in the h5ad
     target_path, ext_path, sheet = small_files
     plain = {p: str(tmp_path / "plain" / f"{p}.h5") for p in sheet["patient"]}
     write_scrna_bags(target_path, sheet, plain, SMALL_EMBED, external_h5ad=ext_path)

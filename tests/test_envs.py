@@ -120,3 +120,47 @@ def test_every_import_of_a_rule_script_is_in_its_env():
         needed = third_party_imports((smk.parent / script).resolve())
         missing = sorted(m for m in needed if CONDA_NAME.get(m, m) not in have)
         assert not missing, f"rule {name}: {script} imports {missing}, not in {env.name}"
+
+
+# conda package name -> the distribution the test environment installs (pip name)
+PIP_NAME = {"pytorch": "torch", "matplotlib-base": "matplotlib"}
+
+
+def test_env_pins_match_the_tested_versions():
+    """Every exact pin (``name=x.y``) of an env file is the major.minor (or more) of what the tests run."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    checked = set()
+    for env in sorted((REPO / "envs").glob("*.yaml")):
+        for entry in env_entries(env):
+            m = re.fullmatch(r"([A-Za-z0-9_.-]+)==?([0-9][0-9.]*)", entry.strip())
+            if not m:
+                assert entry.startswith("pip"), f"{env.name}: {entry!r} is not an exact pin"
+                continue
+            name, pinned = m.groups()
+            if name == "python":
+                installed = ".".join(map(str, sys.version_info[:3]))
+            else:
+                try:
+                    installed = version(PIP_NAME.get(name, name))
+                except PackageNotFoundError:
+                    raise AssertionError(f"{env.name}: {name} is not installed in the test environment") from None
+            depth = max(2, len(pinned.split(".")))
+            assert installed.split(".")[:depth] == pinned.split(".")[:depth], (
+                f"{env.name}: {name}={pinned}, but the tests run {installed}"
+            )
+            checked.add(name)
+    assert {"numpy", "pytorch", "anndata", "scikit-learn", "scanpy", "python"} <= checked
+
+
+def test_rule_scripts_get_the_library_from_one_place():
+    """Only ``_common.py`` touches ``sys.path`` (the workflow's own ``src/``), and every script imports it first."""
+    scripts = REPO / "workflow" / "scripts"
+    for script in sorted(scripts.glob("*.py")):
+        text = script.read_text()
+        if script.name == "_common.py":
+            assert 'Path(__file__).resolve().parents[2] / "src"' in text
+            continue
+        assert "sys.path" not in text, f"{script.name} patches sys.path"
+        first = next(line for line in text.splitlines() if line.startswith(("import ", "from ")))
+        assert first.startswith("from _common import"), f"{script.name}: first import is {first!r}"

@@ -41,7 +41,13 @@ from test_workflow import (
 # One simulated scRNA dataset, 2 folds, the full scenario, real_only + recipe: every stage
 # (simulate, embed, splits, pools + GMM + recipes, generation, realism, training, summary) in 14 jobs.
 # The target is the summary table (the per-fold plots would add a slow UMAP job and nothing here).
-ROBUST = {**copy.deepcopy(TINY), "scenarios": {"full": True}, "methods": ["real_only", "recipe"]}
+# console: snakemake, because these tests read Snakemake's own per-job output (job ids, outputs, finished jobs)
+ROBUST = {
+    **copy.deepcopy(TINY),
+    "scenarios": {"full": True},
+    "methods": ["real_only", "recipe"],
+    "console": "snakemake",
+}
 TARGET = "results/summary.tsv"
 
 # A temporary file of recipe_mil.io.atomic.atomic_path: ".{final name}.{random}.tmp"

@@ -217,6 +217,34 @@ def test_bags_modality_end_to_end(tmp_path):
     assert bag.label == "healthy" and bag.encoder == "gaussian-blobs" and bag.features.shape[1] == 6
 
 
+def test_console_shows_one_line_per_finished_job(tiny_run):
+    """The console of the tiny run: one line per job with its key figure; epochs and tables stay in the logs."""
+    work, _, res = tiny_run
+    lines = (res.stdout + res.stderr).splitlines()
+    assert len(lines) < 100, "\n".join(lines)
+    assert not [line for line in lines if "epoch" in line or "Shell command" in line]
+    jobs = [line for line in lines if re.match(r"\[\d\d:\d\d:\d\d\] \d+/39 ", line)]
+    assert len(jobs) == 39 and jobs[-1].endswith("39/39 all")
+    train = [line for line in jobs if " train_mil(dataset=tiny_scrna, " in line]
+    assert len(train) == 6
+    for line in train:
+        figures = re.search(r"test balanced accuracy: (.*)$", line).group(1).split(", ")
+        assert [f.split()[0] for f in figures] == [
+            "real_only",
+            "shuffle",
+            "remix",
+            "psemix",
+            "recipe",
+            "recipe_selected",
+        ]
+        assert all(0 <= float(f.split()[1]) <= 1 for f in figures)
+    assert any(
+        re.search(r" recipes\(dataset=tiny_scrna, scenario=full, repeat=0, fold=0\): K=[36];", line) for line in jobs
+    )
+    log = (work / "logs/tiny_scrna/full/r0f0/train_mil.log").read_text()
+    assert len(re.findall(r"epoch \d+/5 train_loss=", log)) >= 6  # at least one epoch per method, in the log
+
+
 def test_rerun_is_noop_and_report(tiny_run):
     work, cfg, _ = tiny_run
     res = snakemake(work, "--configfile", str(cfg), "-n", *CI_PROFILE)

@@ -1,4 +1,4 @@
-"""One entry point for every generator of synthetic patients (see ``docs/method.md``, methods).
+"""One entry point for every generator of synthetic patients (docs/method.md §5).
 
 A generator writes one ``synthetic/{generator}.h5`` per fold; :mod:`recipe_mil.methods` says
 which method trains with which generator.

@@ -1,4 +1,4 @@
-"""Metrics per run and summary tables across runs, with paired statistics (see ``docs/method.md``)."""
+"""Metrics per run and summary tables across runs, with paired statistics (docs/method.md §6, §7)."""
 
 from __future__ import annotations
 

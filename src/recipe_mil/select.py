@@ -1,4 +1,4 @@
-"""Monte-Carlo-dropout uncertainty of synthetic patients and selection policies (DESIGN §4 step 5)."""
+"""Monte-Carlo-dropout uncertainty of synthetic patients and selection policies (docs/method.md §4.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sample-sheet loading and checks that name the sheet's file and the offending line (see ``docs/method.md``)."""
+"""Sample-sheet loading and checks that name the sheet's file and the offending line (docs/method.md §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Patient-level splits and scenario patient sets (DESIGN §3, §4)."""
+"""Patient-level splits and scenario patient sets (docs/method.md §2)."""
 
 from __future__ import annotations
 

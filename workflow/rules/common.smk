@@ -1,13 +1,52 @@
 # Sheets, validation, input functions and wildcard constraints. Functions live here only.
+import io
+import os
 import re
+import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import pandas as pd
 import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger as snakemake_logger
+from snakemake.sourcecache import HostingProviderFile, LocalSourceFile
 from snakemake.utils import validate
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+def library_src():
+    """The ``src/`` folder of this workflow's own copy of the recipe_mil library.
+
+    Computed from this file's location, not from ``workflow.basedir`` (which is the deploying project's folder when
+    the workflow is used as a module), so that the library needs no pip install. A local workflow (a clone, a local
+    ``module`` path) has it on disk. A remote module (``github(...)``/``gitlab(...)``, as written by
+    ``snakedeploy deploy-workflow``) has only the files Snakemake fetches: ``src/`` is extracted from the module's
+    git ref next to the fetched rule scripts, where ``workflow/scripts/_common.py`` looks for it in every job.
+    """
+    here = workflow.current_basedir  # workflow/rules of this workflow, also inside a module
+    if isinstance(here, LocalSourceFile):
+        return Path(here.get_path_or_uri(secret_free=True)).parents[1] / "src"
+    if not isinstance(here, HostingProviderFile):
+        raise WorkflowError(
+            f"recipe-mil: cannot find the library of a workflow loaded from {here.get_path_or_uri(secret_free=True)}"
+            "; use a local path or github(...)/gitlab(...) in the module statement"
+        )
+    src = Path(workflow.source_path("../scripts/_common.py")).parents[2] / "src"
+    if not (src / "recipe_mil" / "__init__.py").is_file():
+        tar = here.hosted_repo.repo.git.archive(here.ref, "src", format="tar", stdout_as_string=False)
+        tmp = src.with_name(f"src.tmp{os.getpid()}")
+        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            archive.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+        try:
+            (tmp / "src").rename(src)  # atomic: a concurrent job sees the whole tree or none
+        except OSError:  # another job extracted it first
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    return src
+
+
+sys.path.insert(0, str(library_src()))
 
 from recipe_mil.config_check import check_config, validate_rows  # noqa: E402
 from recipe_mil.io.h5ad import h5ad_patients  # noqa: E402
@@ -15,6 +54,7 @@ from recipe_mil.provenance import code_version  # noqa: E402
 from recipe_mil.sheets import check_bag_files, check_sheet, load_sheet  # noqa: E402
 from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
 from recipe_mil.methods import FAMILY_PATTERNS, METHODS, generators_for, methods_for, scenario_family  # noqa: E402
+from recipe_mil.console import install_compact_console  # noqa: E402
 from recipe_mil.splits import SCENARIO_PATTERN, make_splits  # noqa: E402
 
 
@@ -23,6 +63,9 @@ SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 check_config(config, SCHEMAS / "config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
 SAMPLES_SCHEMA = yaml.safe_load((SCHEMAS / "samples.schema.yaml").read_text())
+
+if config["console"] == "compact":
+    install_compact_console(snakemake_logger, lambda: workflow.dryrun)
 
 RESULTS = "results"
 

@@ -3,12 +3,8 @@
 RUN = f"{RESULTS}/{{dataset}}/{{scenario}}/r{{repeat}}f{{fold}}"
 
 
-localrules:
-    splits,
-    scenario_patients,
-
-
 rule splits:
+    localrule: True  # a directive of the rule, so that it stays local under a `use rule * from ... as prefix_*`
     input:
         sheet=sheet_path,
     output:
@@ -29,6 +25,7 @@ rule splits:
 
 
 rule scenario_patients:
+    localrule: True
     input:
         splits=rules.splits.output.splits,
     output:

@@ -1,11 +1,8 @@
 # Summary tables and plots across runs; `snakemake --report report.html` bundles them.
 
 
-localrules:
-    summary,
-
-
 rule summary:
+    localrule: True
     input:
         metrics=run_outputs("metrics.json"),
         realism=run_files("realism.tsv") if any(METHODS[m].augmented for m in config["methods"]) else [],

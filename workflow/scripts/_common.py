@@ -1,16 +1,35 @@
-"""Shared start-up for rule scripts: make ``src/`` importable and send logging to the rule's log."""
+"""Shared start-up for rule scripts: make the workflow's own ``src/`` importable and send logging to the rule's log.
+
+The library is found next to this file (``../../src``), so a rule needs no pip install of recipe-mil, also inside a
+per-rule conda environment (which brings the third-party packages) and when the workflow is a Snakemake module: a
+local module has its ``src/`` on disk; for a remote one (``github(...)``) ``workflow/rules/common.smk`` extracts
+``src/`` beside the fetched copy of this file.
+"""
 
 import logging
 import sys
 from pathlib import Path
 
+SRC = Path(__file__).resolve().parents[2] / "src"
+if (SRC / "recipe_mil").is_dir():
+    if str(SRC) in sys.path:
+        sys.path.remove(str(SRC))
+    sys.path.insert(0, str(SRC))  # first: this workflow's copy wins over an installed recipe-mil
+
+
+import recipe_mil  # noqa: E402
+from recipe_mil.console import summary_line  # noqa: E402
+
 
 def start(snakemake) -> logging.Logger:
-    """Put the repository's ``src`` on ``sys.path`` and log to ``snakemake.log[0]`` (and stderr)."""
-    src = Path(snakemake.scriptdir).resolve().parents[1] / "src"
-    if src.is_dir() and str(src) not in sys.path:
-        sys.path.insert(0, str(src))
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Log everything to ``snakemake.log[0]``, warnings and errors also to stderr; return the rule's logger.
+
+    Progress (per-epoch lines, tables) stays in the log file; the console shows one line per finished job, built
+    by ``recipe_mil.console.CompactConsole`` from the job's :func:`done` line.
+    """
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)
+    handlers: list[logging.Handler] = [console]
     if snakemake.log:
         handlers.append(logging.FileHandler(snakemake.log[0], mode="w"))
     logging.basicConfig(
@@ -23,4 +42,10 @@ def start(snakemake) -> logging.Logger:
         logger.error("rule %s failed: %s", snakemake.rule, exc, exc_info=(exc_type, exc, tb))
 
     sys.excepthook = hook
+    logger.info("recipe_mil %s from %s", recipe_mil.__version__, Path(recipe_mil.__file__).parent)
     return logger
+
+
+def done(log: logging.Logger, message: str, *args) -> None:
+    """Log the job's summary line (its key figure), shown on the console when the job finishes."""
+    log.info(summary_line(message), *args)

@@ -1,8 +1,9 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
 from recipe_mil.embed.flow import FlowEmbedParams, write_flow_bag
+from recipe_mil.io.bags import bag_shape
 from recipe_mil.io.tables import read_tsv
 
 features = read_tsv(snakemake.input.panel)["feature"].tolist()
@@ -17,3 +18,4 @@ write_flow_bag(
     dataset=snakemake.params.fcs_dataset,
 )
 log.info("wrote %s from %s", snakemake.output.bag, snakemake.params.fcs)
+done(log, "%d events x %d features", *bag_shape(snakemake.output.bag))

@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -12,4 +12,4 @@ n = write_image_bag(
     label=snakemake.params.label,
     params=params,
 )
-log.info("wrote %s: %d crops of %s with %s", snakemake.output.bag, n, snakemake.params.folder, params.encoder)
+done(log, "%d crops embedded with %s", n, params.encoder)

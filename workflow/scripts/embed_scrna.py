@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -17,4 +17,4 @@ write_scrna_bags(
     params,
     external_h5ad=snakemake.input.external or None,
 )
-log.info("wrote %d bags of dataset %s", len(out_paths), snakemake.params.dataset)
+done(log, "wrote %d bags of dataset %s", len(out_paths), snakemake.params.dataset)

@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -17,4 +17,4 @@ features = (
 )
 with atomic_path(snakemake.output.panel) as tmp:
     pd.DataFrame({"feature": features}).to_csv(tmp, sep="\t", index=False)
-log.info("flow features (%d): %s", len(features), ", ".join(features))
+done(log, "flow features (%d): %s", len(features), ", ".join(features))

@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -22,7 +22,10 @@ inp = GeneratorInput(
 # one seed for every generator of the fold (common random numbers): recipe and its ablations draw the same
 # proportions, sizes and counts wherever their recipes agree, so they differ only in what is ablated
 seed = derive_seed(snakemake.params.seed, "generate", w.dataset, w.scenario, w.repeat, w.fold)
+made = []
 for generator, path in snakemake.output.items():
     syn = make_synthetic(generator, inp, seed=seed)
     write_synthetic(path, syn, attrs={"generator": generator, "seed": seed})
     log.info("%s: %d synthetic patients (%d instances)", generator, len(syn), len(syn.indices))
+    made.append(f"{generator} {len(syn)}")
+done(log, "synthetic patients: %s", ", ".join(made))

@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -13,4 +13,4 @@ write_bag(
     label=snakemake.params.label,
     encoder=bag.encoder,
 )
-log.info("imported %s: %d instances x %d", snakemake.input.bag, *bag.features.shape)
+done(log, "imported %s: %d instances x %d", snakemake.input.bag, *bag.features.shape)

@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -34,4 +34,4 @@ else:
     fig = plt.figure(figsize=(4, 1))
     fig.text(0.5, 0.5, "recipe_selected is not among the configured methods", ha="center")
     save_figure(fig, snakemake.output.uncertainty)
-log.info("plots written for %s / %s", snakemake.wildcards.dataset, snakemake.wildcards.scenario)
+done(log, "plots written for %s / %s", snakemake.wildcards.dataset, snakemake.wildcards.scenario)

@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -33,3 +33,5 @@ table = table.assign(dataset=w.dataset, scenario=w.scenario, repeat=int(w.repeat
 with atomic_path(snakemake.output.realism) as tmp:
     table.to_csv(tmp, sep="\t", index=False)
 log.info("realism:\n%s", table.to_string())
+c2st = table.groupby("method", sort=False)["c2st"].mean()
+done(log, "mean C2ST (0.5 = indistinguishable): %s", ", ".join(f"{m} {v:.2f}" for m, v in c2st.items()))

@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -35,7 +35,8 @@ write_recipes(
     pooled_target=None if fold.pooled is None else fold.pooled.to_dict(),
     seed=seed,
 )
-log.info(
+done(
+    log,
     "K=%d (%s); truth ARI %s; recipes for %s",
     fold.gmm.n_components,
     config.criterion,

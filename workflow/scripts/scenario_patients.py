@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -14,3 +14,5 @@ patients = scenario_patients(
 with atomic_path(snakemake.output.patients) as tmp:
     patients.to_csv(tmp, sep="\t", index=False)
 log.info("%s r%s f%s:\n%s", w.scenario, w.repeat, w.fold, patients.groupby(["role", "label"]).size().to_string())
+roles = patients["role"].value_counts()
+done(log, ", ".join(f"{r} {roles.get(r, 0)}" for r in ("train", "val", "test", "external")))

@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -11,4 +11,4 @@ sheet = simulate_file_dataset(
     raw_dir=snakemake.output.files,
     sheet_path=snakemake.output.sheet,
 )
-log.info("simulated %d %s patients under %s", len(sheet), snakemake.params.modality, snakemake.output.files)
+done(log, "simulated %d %s patients under %s", len(sheet), snakemake.params.modality, snakemake.output.files)

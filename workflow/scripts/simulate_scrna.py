@@ -1,6 +1,8 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
+
+from pathlib import Path
 
 from recipe_mil.simulate.dataset import simulate_dataset
 
@@ -12,3 +14,4 @@ simulate_dataset(
     sheet_path=snakemake.output.sheet,
 )
 log.info("wrote %s, %s and %s", snakemake.output.target, snakemake.output.external, snakemake.output.sheet)
+done(log, "simulated cohort written to %s", Path(snakemake.output.sheet).parent)

@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -14,3 +14,4 @@ splits = make_splits(
 with atomic_path(snakemake.output.splits) as tmp:
     splits.to_csv(tmp, sep="\t", index=False)
 log.info("role counts:\n%s", splits.groupby(["repeat", "fold", "role"]).size().to_string())
+done(log, "%d patients, %d repeat(s) x %d folds", splits["patient"].nunique(), s["n_repeats"], s["n_folds"])

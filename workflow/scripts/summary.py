@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -24,4 +24,4 @@ for path, frame in (
 write_text_atomic(snakemake.output.md, summary_markdown(summary, realism, recall))
 plot_metrics(summary, snakemake.output.plot)
 plot_realism(realism, snakemake.output.realism_plot)
-log.info("summary of %d runs written to %s", len(summary), snakemake.output.tsv)
+done(log, "summary of %d runs written to %s", len(summary), snakemake.output.tsv)

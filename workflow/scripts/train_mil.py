@@ -1,4 +1,4 @@
-from _common import start
+from _common import done, start
 
 log = start(snakemake)
 
@@ -69,3 +69,8 @@ for method, result in results.items():
     log.info("%s: test balanced accuracy %.3f", method, metrics["balanced_accuracy"])
 if scored is not None:
     write_synthetic(out.scored, scored, attrs={"policy": p.select["policy"], "unseen_class": p.select["unseen_class"]})
+done(
+    log,
+    "test balanced accuracy: %s",
+    ", ".join(f"{m} {r.metrics['balanced_accuracy']:.2f}" for m, r in results.items()),
+)

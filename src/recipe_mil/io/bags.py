@@ -1,4 +1,4 @@
-"""Per-patient bag files (the bag contract of ``docs/method.md``).
+"""Per-patient bag files (docs/method.md §9).
 
 A bag file is HDF5 with a dataset ``features`` (float32, n_instances x d), a dataset
 ``instance_ids`` (UTF-8 strings) and attributes ``patient``, ``label``, ``encoder`` and

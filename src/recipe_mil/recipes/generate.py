@@ -1,4 +1,4 @@
-"""Synthetic patients as indices into the pool (DESIGN §4 step 4)."""
+"""Synthetic patients as indices into the pool (docs/method.md §4.5)."""
 
 from __future__ import annotations
 

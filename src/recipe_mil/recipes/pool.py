@@ -1,4 +1,4 @@
-"""Pooling the training patients' instances of one fold (DESIGN §4 step 1)."""
+"""Pooling the training patients' instances of one fold (docs/method.md §4.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Simulated flow-cytometry cohorts with a known ground truth (DESIGN §5).
+"""Simulated flow-cytometry cohorts with a known ground truth (docs/method.md §8).
 
 One patient is one FCS 3.1 file (written with flowio) of a leukaemia-style panel: ``FSC-A``,
 ``SSC-A``, ten markers (CD45, CD34, CD117, CD33, CD13, HLA-DR, CD19, CD3, CD14, CD56) and

@@ -1,4 +1,4 @@
-"""Simulated blood-smear cohorts: single white-cell crops with a known ground truth (DESIGN §5).
+"""Simulated blood-smear cohorts: single white-cell crops with a known ground truth (docs/method.md §8).
 
 Every crop shows one white blood cell near its centre on a pale background with a few
 red blood cells. The cell types and their look (Giemsa / May-Grünwald-Giemsa style):

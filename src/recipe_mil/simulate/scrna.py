@@ -1,4 +1,4 @@
-"""Simulated single-cell RNA-seq cohorts with a known ground truth (DESIGN §5).
+"""Simulated single-cell RNA-seq cohorts with a known ground truth (docs/method.md §8).
 
 A cohort is a set of patients, each a bag of cells. Every cell belongs to one of
 ``n_cell_types`` cell types; a cell type is a gene program (a mean expression profile
