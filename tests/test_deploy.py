@@ -96,7 +96,15 @@ def bags_config(work: Path) -> dict:
         "methods": ["real_only", "real_external", "recipe"],
         "gmm": {"n_components": [2, 3], "n_init": 1},
         "generate": {"n_per_class": 2},
-        "mil": {"epochs": 2, "min_epochs": 1, "patience": 1, "hidden": 8, "attention_dim": 4, "device": "cpu"},
+        "mil": {
+            "epochs": 2,
+            "min_epochs": 1,
+            "patience": 1,
+            "hidden": 8,
+            "attention_dim": 4,
+            "device": "cpu",
+            "n_seeds": 1,
+        },
     }
 
 
@@ -106,10 +114,11 @@ EXPECTED_JOBS = {
     "splits": 1,
     "scenario_patients": 4,
     "recipes": 4,
-    "generate": 4,
+    "generate_full": 2,  # generation and training: one rule per scenario family
+    "generate_missing_class": 2,
     "realism": 4,
-    "train_mil": 4,
-    "train_mil_external": 2,
+    "train_mil_full": 2,
+    "train_mil_missing_class": 2,
     "plot_fold": 2,
     "summary": 1,
     "all": 1,

@@ -46,7 +46,8 @@ def library_src():
     return src
 
 
-sys.path.insert(0, str(library_src()))
+LIBRARY_SRC = library_src()
+sys.path.insert(0, str(LIBRARY_SRC))
 
 from recipe_mil.config_check import check_config, validate_rows  # noqa: E402
 from recipe_mil.io.h5ad import h5ad_patients  # noqa: E402
@@ -58,11 +59,12 @@ from recipe_mil.console import install_compact_console  # noqa: E402
 from recipe_mil.splits import SCENARIO_PATTERN, make_splits  # noqa: E402
 
 
-SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+# this workflow's own schema files (a local copy also when the workflow is a remote module)
+CONFIG_SCHEMA = Path(workflow.source_path("../schemas/config.schema.yaml"))
 # our checks first (unknown keys with a did-you-mean hint, unsafe names, hub encoders), then the schema's values
-check_config(config, SCHEMAS / "config.schema.yaml")
+check_config(config, CONFIG_SCHEMA)
 validate(config, schema="../schemas/config.schema.yaml")
-SAMPLES_SCHEMA = yaml.safe_load((SCHEMAS / "samples.schema.yaml").read_text())
+SAMPLES_SCHEMA = yaml.safe_load(Path(workflow.source_path("../schemas/samples.schema.yaml")).read_text())
 
 if config["console"] == "compact":
     install_compact_console(snakemake_logger, lambda: workflow.dryrun)
@@ -75,9 +77,7 @@ def code(script):
 
     Passed as ``params: code=...`` so that Snakemake's params rerun trigger reruns a rule's jobs when that code
     changes (README: "Code changes rerun what they touch")."""
-    return code_version(
-        Path(workflow.basedir) / "workflow" / "scripts" / script, Path(workflow.basedir) / "src" / "recipe_mil"
-    )
+    return code_version(Path(workflow.source_path(f"../scripts/{script}")), LIBRARY_SRC / "recipe_mil")
 
 
 def simulated_dataset_sheet(dataset):
