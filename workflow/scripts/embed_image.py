@@ -2,14 +2,20 @@ from _common import start
 
 log = start(snakemake)
 
-from recipe_mil.embed.image import ImageEmbedParams, write_image_bag
+from recipe_mil.embed.image import ImageEmbedParams, ImagePatient, write_image_bags
 
 params = ImageEmbedParams(**snakemake.params.image)
-n = write_image_bag(
-    snakemake.params.folder,
-    snakemake.output.bag,
-    patient=snakemake.wildcards.patient,
-    label=snakemake.params.label,
-    params=params,
+patients = [
+    ImagePatient(patient, label, folder, bag)
+    for patient, label, folder, bag in zip(
+        snakemake.params.patients, snakemake.params.labels, snakemake.params.folders, snakemake.output.bags, strict=True
+    )
+]
+counts = write_image_bags(patients, params)
+log.info(
+    "wrote %d bags (%d crops) with %s: %s",
+    len(counts),
+    sum(counts),
+    params.encoder,
+    ", ".join(snakemake.params.patients),
 )
-log.info("wrote %s: %d crops of %s with %s", snakemake.output.bag, n, snakemake.params.folder, params.encoder)

@@ -262,8 +262,9 @@ def write_image_bags(
     total_s = max(time.perf_counter() - t0, 1e-9)
     n_crops = sum(counts)
     logger.info(
-        "job: %d patient(s), %d crops with %s in %.1f s (encoder load %.1f s): %.1f crops/s including the load",
+        "job: %d of %d patient(s), %d crops with %s in %.1f s (encoder load %.1f s): %.1f crops/s including the load",
         len(patients) - len(failed),
+        len(patients),
         n_crops,
         enc.name,
         total_s,
