@@ -2,7 +2,8 @@ from _common import start
 
 log = start(snakemake)
 
-from recipe_mil.embed.image import ImageEmbedParams, ImagePatient, write_image_bags
+from recipe_mil.embed.image.embed import ImagePatient, write_image_bags
+from recipe_mil.embed.image.params import ImageEmbedParams
 
 params = ImageEmbedParams(**snakemake.params.image)
 patients = [
