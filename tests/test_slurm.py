@@ -49,7 +49,15 @@ TINY_SLURM = {  # test_workflow's tiny scRNA config, cut down to what a SLURM ro
     "gmm": {"n_components": [3], "n_init": 1},
     "generate": {"n_per_class": 3},
     "select": {"passes": 2, "oversample": 2},
-    "mil": {"epochs": 2, "min_epochs": 1, "patience": 1, "hidden": 8, "attention_dim": 4, "device": "cpu"},
+    "mil": {
+        "epochs": 2,
+        "min_epochs": 1,
+        "patience": 1,
+        "hidden": 8,
+        "attention_dim": 4,
+        "device": "cpu",
+        "n_seeds": 1,
+    },
 }
 
 
@@ -465,7 +473,7 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path):
     rules = [j["Comment"].removeprefix("rule_").split("_wildcards_")[0] for j in jobs]
     assert all(j["JobState"] == "COMPLETED" for j in jobs), [(j["Comment"], j["JobState"]) for j in jobs]
     assert rules.count("train_mil_full") == 2 and rules.count("recipes") == 2
-    assert {"simulate_scrna", "embed_scrna_tiny_scrna", "generate"} <= set(rules)
+    assert {"simulate_scrna", "embed_scrna_tiny_scrna", "generate_full"} <= set(rules)
     assert not {"summary", "splits", "scenario_patients"} & set(rules)  # localrules run on the submit host
     logs = list((tmp_path / ".snakemake/slurm_logs").rglob("*.log"))
     assert len(logs) == len(jobs)

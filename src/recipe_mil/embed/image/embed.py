@@ -130,7 +130,7 @@ def write_image_bag(
     params: ImageEmbedParams,
     encoder: Encoder | None = None,
 ) -> int:
-    """Embed one patient's folder and write its bag file (see ``docs/method.md``).
+    """Embed one patient's folder and write its bag file (docs/method.md §9).
 
     Parameters
     ----------
