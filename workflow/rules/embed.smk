@@ -101,6 +101,13 @@ rule embed_flow:
 if IMAGE_DATASETS:
     from recipe_mil.embed.image import encoder_uses_gpu, patient_batches
 
+# network encoders: a GPU, and memory and time for a large checkpoint (more on each retry)
+NETWORK_ENCODER_RESOURCES = {
+    "gpu": 1,
+    "mem_mb": lambda wildcards, attempt: 16000 * attempt,
+    "runtime": lambda wildcards, attempt: 120 * attempt,
+}
+
 for _dataset in IMAGE_DATASETS:
     _image = config["datasets"][_dataset]["image"]
     _rows = SHEETS[_dataset].set_index("patient", drop=False)
@@ -125,12 +132,7 @@ for _dataset in IMAGE_DATASETS:
                 "../../envs/embed-image.yaml"
             threads: 1
             resources:
-                # network encoders: a GPU, and memory and time for a large checkpoint (more on each retry)
-                **(
-                    {"gpu": 1, "mem_mb": lambda wildcards, attempt: 16000 * attempt, "runtime": lambda wildcards, attempt: 120 * attempt}
-                    if _network
-                    else {}
-                ),
+                **(NETWORK_ENCODER_RESOURCES if _network else {}),
             params:
                 patients=_patients,
                 folders=list(_rows.loc[_patients, "path"]),
