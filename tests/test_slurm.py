@@ -11,6 +11,7 @@ It skips, saying why, where the SLURM or munge binaries, the executor plugin or 
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -60,8 +61,9 @@ TINY_SLURM = {  # test_workflow's tiny scRNA config, cut down to what a SLURM ro
 }
 
 
-# the rules that declare resources: gpu=1 (training: one rule per scenario family)
-GPU_RULES = ("train_mil_full", "train_mil_low_data", "train_mil_missing_class", "embed_image")
+def asks_gpu(rule: str) -> bool:
+    """Whether a rule of the tiny scRNA workflow declares resources: gpu=1 (the training rules, one per family)."""
+    return rule.startswith("train_mil_")
 
 
 def profile_resource(rule: str, name: str, attempt: int = 1):
@@ -69,6 +71,18 @@ def profile_resource(rule: str, name: str, attempt: int = 1):
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     value = profile.get("set-resources", {}).get(rule, {}).get(name, profile["default-resources"][name])
     return eval(value, {"__builtins__": {}}, {"attempt": attempt}) if name in ("mem_mb", "runtime") else value
+
+
+def profile_partitions() -> dict[str, int]:
+    """The partitions of the profile's partition file, with the GPUs a job may ask for in each."""
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    partitions = yaml.safe_load((PROFILE / profile["slurm-partition-config"]).read_text())["partitions"]
+    return {name: int(limits.get("max_gpu", 0)) for name, limits in partitions.items()}
+
+
+def expected_partition(gpu: bool) -> str:
+    """The partition the profile means for a job with or without a GPU (the first of that kind in the file)."""
+    return next(name for name, max_gpu in profile_partitions().items() if (max_gpu > 0) == gpu)
 
 
 def _missing_requirements() -> str | None:
@@ -103,8 +117,7 @@ def _mem_total_mb() -> int:
 def _slurm_conf(base: Path, node: str) -> str:
     """A one-node cluster: no accounting database, no cgroups, memory not consumable, the profile's partitions."""
     cpus, mem = os.cpu_count() or 1, _mem_total_mb() * 9 // 10
-    cpu_partition = profile_resource("summary", "slurm_partition")  # a rule without set-resources: the default
-    gpu_partition = profile_resource("train_mil_full", "slurm_partition")
+    cpu_partition, gpu_partition = expected_partition(gpu=False), expected_partition(gpu=True)
     return f"""\
 ClusterName=recipetest
 SlurmctldHost={node}(127.0.0.1)
@@ -254,9 +267,9 @@ def _jobs(env: dict) -> list[dict]:
     return jobs
 
 
-def profile_dry_run(workdir: Path, configfile: Path) -> list[str]:
+def profile_dry_run_output(workdir: Path, configfile: Path) -> str:
     """Plan every job of a config through the SLURM profile in ``workdir`` (``-F``: whatever results the folder
-    already holds); return the planned jobs' blocks of Snakemake's output, each starting with its rule's name."""
+    already holds); return Snakemake's output."""
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')")
     res = subprocess.run(
@@ -268,25 +281,121 @@ def profile_dry_run(workdir: Path, configfile: Path) -> list[str]:
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    return (res.stdout + res.stderr).split("\nrule ")
+    return res.stdout + res.stderr
+
+
+def profile_dry_run(workdir: Path, configfile: Path) -> list[str]:
+    """The planned jobs' blocks of :func:`profile_dry_run_output`, each starting with its rule's name (the
+    members of a group job are indented, so they stay inside the group's block)."""
+    return profile_dry_run_output(workdir, configfile).split("\nrule ")
+
+
+def job_resources(job: str) -> dict:
+    """The resources of one planned job (a block of the dry run's output), numbers as int."""
+    line = next(ln for ln in job.splitlines() if ln.strip().startswith("resources:"))
+    pairs = (item.split("=", 1) for item in line.split("resources:", 1)[1].strip().split(", "))
+    return {k: int(v) if v.isdigit() else v for k, v in pairs}
+
+
+def routed_partition(rule: str, resources: dict) -> str:
+    """The partition the SLURM plugin picks for a job with these resources from the profile's partition file
+    (its own selection code, as at submission; a dry run does not choose partitions)."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
+
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    partitions = read_partition_file(PROFILE / profile["slurm-partition-config"])
+    job = SimpleNamespace(name=rule, resources=resources, threads=int(resources.get("cpus_per_task", 1)))
+    quiet = SimpleNamespace(debug=lambda *a: None, info=lambda *a: None, warning=lambda *a: None)
+    return get_best_partition(partitions, job, quiet)
 
 
 def check_profile_resources(jobs: list[str]) -> None:
-    """The profile's partition, memory and runtime reach training and recipes; only training asks for a GPU."""
+    """The profile's memory and runtime reach training and recipes; only training asks for a GPU, and the
+    partition file sends it to the GPU partition and recipes to the CPU partition (no rule names a partition)."""
     train = next(j for j in jobs if j.startswith("train_mil_full:"))
     recipes = next(j for j in jobs if j.startswith("recipes:"))
     for job, rule in ((train, "train_mil_full"), (recipes, "recipes")):
-        for name in ("slurm_partition", "mem_mb", "runtime"):
-            assert f"{name}={profile_resource(rule, name)}," in job, (rule, name)
+        res = job_resources(job)
+        for name in ("mem_mb", "runtime"):
+            assert res[name] == profile_resource(rule, name), (rule, name)
+        assert "slurm_partition" not in res, rule
+        assert routed_partition(rule, res) == expected_partition(gpu=rule == "train_mil_full"), rule
     assert "gpu=1" in train and "gpu=" not in recipes
 
 
 def test_slurm_profile_dry_run(tmp_path):
     """The profile parses and routes the GPU rules for the demo config (no cluster needed, only the plugin);
     planned in a temporary folder, so a finished demo in the repository root changes nothing."""
-    check_profile_resources(profile_dry_run(tmp_path, REPO / "config" / "config.yaml"))
-    for rule in GPU_RULES[:3]:
-        assert profile_resource(rule, "mem_mb", attempt=2) == 2 * profile_resource(rule, "mem_mb")
+    jobs = profile_dry_run(tmp_path, REPO / "config" / "config.yaml")
+    check_profile_resources(jobs)
+    assert profile_resource("train_mil_full", "mem_mb", attempt=2) == 2 * profile_resource("train_mil_full", "mem_mb")
+    # the demo's smear images use the CPU-only morphology encoder: no GPU, the CPU partition
+    smear = [j for j in jobs if j.startswith("embed_image_demo_smear_")]
+    assert len(smear) == 2  # 36 patients, 25 per job
+    for job in smear:
+        res = job_resources(job)
+        assert "gpu" not in res and routed_partition("embed_image", res) == expected_partition(gpu=False)
+
+
+def test_slurm_profile_routes_image_encoders_and_groups_per_patient_jobs(tmp_path):
+    """Through the profile: image embedding asks for a GPU only with a network encoder (and lands on the GPU
+    partition), morphology neither; flow embedding and bag imports, one job per patient, are planned as group
+    jobs (up to 50 patients each), with the profile's small per-member resources."""
+    from recipe_mil.simulate.bags import simulate_bag_cohort
+    from recipe_mil.simulate.flow import FlowSimParams, simulate_flow_cohort
+    from recipe_mil.simulate.image import ImageSimParams, simulate_image_cohort
+    from test_workflow import flow_user_dataset
+
+    flow = simulate_flow_cohort(
+        FlowSimParams(n_patients_per_class=2, events_mean=300, events_sd=10, min_events=200), tmp_path / "fcs"
+    )
+    flow.to_csv(tmp_path / "flow.tsv", sep="\t", index=False)
+    crops = ImageSimParams(n_patients_per_class=2, crops_per_patient_mean=5, crops_per_patient_sd=0)
+    smear = simulate_image_cohort(crops, tmp_path / "crops")
+    smear.to_csv(tmp_path / "smear.tsv", sep="\t", index=False)
+    bags, _ = simulate_bag_cohort(tmp_path / "input_bags", n_per_class=3, dim=6, size_range=(20, 30), seed=2)
+    bags.to_csv(tmp_path / "bags.tsv", sep="\t", index=False)
+    (tmp_path / "vit.pth").write_bytes(b"planning only reads its name")
+    image = {"modality": "image", "classes": list(crops.classes), "samples": str(tmp_path / "smear.tsv")}
+    config = {
+        **TINY_SLURM,
+        "datasets": {
+            **flow_user_dataset(tmp_path / "flow.tsv"),
+            "smear": {**image, "image": {"patients_per_job": 4}},
+            "vit": {**image, "image": {"encoder": "dinobloom-s", "weights": str(tmp_path / "vit.pth")}},
+            "user_bags": {"modality": "bags", "classes": ["healthy", "disease"], "samples": str(tmp_path / "bags.tsv")},
+        },
+    }
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    out = profile_dry_run_output(tmp_path, cfg)
+    jobs = out.split("\nrule ")
+
+    n = len(smear)
+    morph = [j for j in jobs if j.startswith("embed_image_smear_")]
+    vit = [j for j in jobs if j.startswith("embed_image_vit_")]
+    assert len(morph) == -(-n // 4) and len(vit) == 1  # 4 patients per job; 25 (the default) per job
+    for job in morph:
+        res = job_resources(job)
+        assert "gpu" not in res and res["mem_mb"] == profile_resource("embed_image", "mem_mb")
+        assert routed_partition("embed_image", res) == expected_partition(gpu=False)
+    res = job_resources(vit[0])
+    assert (res["gpu"], res["mem_mb"], res["runtime"]) == (1, 16000, 120)
+    assert routed_partition("embed_image", res) == expected_partition(gpu=True)
+    assert str(tmp_path / "vit.pth") in vit[0]  # the weights are an input: a new file re-embeds
+
+    # one group job per rule holds every patient's job (50 per group); members get the profile's resources
+    groups = re.findall(r"Group job (\w+) \(", out)
+    assert sorted(groups) == ["embed_flow", "import_bag"]
+    for rule, sheet in (("embed_flow", flow), ("import_bag", bags)):
+        block = out.split(f"Group job {rule} (", 1)[1].split("\nrule ", 1)[0]
+        members = re.findall(rf"^    rule {rule}:$", block, flags=re.M)
+        assert len(members) == len(sheet) <= 50, rule
+        member = job_resources(block.split(f"rule {rule}:", 1)[1])
+        assert (member["mem_mb"], member["runtime"], member["group_slots"]) == (2000, 5, 1), rule
+    assert not [j for j in jobs if j.startswith(("embed_flow:", "import_bag:"))]  # none left ungrouped
 
 
 def fake_finished_run(work: Path, configfile: Path) -> None:
@@ -369,10 +478,10 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path):
     logs = list((tmp_path / ".snakemake/slurm_logs").rglob("*.log"))
     assert len(logs) == len(jobs)
 
-    # the profile's resources reached SLURM: partitions, memory of a first attempt, the GPU request
+    # the profile's resources reached SLURM: partitions (from the partition file), memory of a first attempt, GPUs
     for job, rule in zip(jobs, rules, strict=True):
-        assert job["Partition"] == profile_resource(rule, "slurm_partition"), (rule, job)
+        assert job["Partition"] == expected_partition(gpu=asks_gpu(rule)), (rule, job)
         assert job["MinMemoryNode"] == f"{profile_resource(rule, 'mem_mb')}M", (rule, job)
-        assert ("gpu:1" in job.get("TresPerJob", "")) == (rule in GPU_RULES), (rule, job)
+        assert ("gpu:1" in job.get("TresPerJob", "")) == asks_gpu(rule), (rule, job)
         assert job["CPUs/Task"] == ("2" if rule == "recipes" else "1"), (rule, job)  # cpus_per_task: threads
     assert len({j["Partition"] for j in jobs}) == 2

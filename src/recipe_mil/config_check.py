@@ -157,12 +157,17 @@ def _encoder_problems(name: str, ds: Mapping[str, Any]) -> list[str]:
     encoder = image.get("encoder") if isinstance(image, dict) else None
     if not isinstance(encoder, str):
         return []
-    from recipe_mil.embed.image import check_encoder_name
+    from recipe_mil.embed.image import check_encoder_name, encoder_uses_gpu
 
     try:
         check_encoder_name(encoder)
     except ValueError as exc:
         return [f"config: datasets.{name}.image.encoder: {exc}"]
+    if ds.get("modality") == "image" and encoder_uses_gpu(encoder) and not image.get("weights"):
+        return [
+            f"config: datasets.{name}.image.encoder {encoder!r} needs image.weights, a local weights file "
+            "(nothing is downloaded); use encoder: morphology to run without weights"
+        ]
     return []
 
 

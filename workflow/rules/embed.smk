@@ -94,26 +94,50 @@ rule embed_flow:
         "../scripts/embed_flow.py"
 
 
-rule embed_image:
-    input:
-        raw=raw_input,
-    output:
-        bag=f"{RESULTS}/{{dataset}}/bags/{{patient}}.h5",
-    log:
-        "logs/{dataset}/embed_image/{patient}.log",
-    benchmark:
-        "benchmarks/{dataset}/embed_image/{patient}.tsv"
-    conda:
-        "../../envs/embed-image.yaml"
-    threads: 1
-    resources:
-        gpu=1,
-    wildcard_constraints:
-        dataset=alternation(IMAGE_DATASETS),
-    params:
-        folder=patient_path,
-        label=patient_label,
-        image=lambda wildcards: config["datasets"][wildcards.dataset]["image"],
-        code=code("embed_image.py"),
-    script:
-        "../scripts/embed_image.py"
+# Image embedding: one job per batch of `image.patients_per_job` patients of a dataset, in sheet order, so that the
+# encoder (a ViT-g checkpoint takes seconds to load) is loaded once per job. The job's outputs are the bags of its
+# patients; a changed folder re-embeds its batch only, and patients appended to a sheet change only the last batch.
+# A GPU is requested only for network encoders (dinobloom-*, timm:*); morphology runs on the CPU.
+if IMAGE_DATASETS:
+    from recipe_mil.embed.image import encoder_uses_gpu, patient_batches
+
+# network encoders: a GPU, and memory and time for a large checkpoint (more on each retry)
+NETWORK_ENCODER_RESOURCES = {
+    "gpu": 1,
+    "mem_mb": lambda wildcards, attempt: 16000 * attempt,
+    "runtime": lambda wildcards, attempt: 120 * attempt,
+}
+
+for _dataset in IMAGE_DATASETS:
+    _image = config["datasets"][_dataset]["image"]
+    _rows = SHEETS[_dataset].set_index("patient", drop=False)
+    _network = encoder_uses_gpu(_image["encoder"])
+    for _batch, _patients in enumerate(patient_batches(list(_rows["patient"]), _image["patients_per_job"])):
+
+        rule:
+            name:
+                f"embed_image_{_dataset}_{_batch}"
+            input:
+                raw=[f"{RESULTS}/{_dataset}/raw/files"]
+                if _dataset in SIMULATED_DATASETS
+                else list(dict.fromkeys(_rows.loc[_patients, "path"])),
+                weights=[_image["weights"]] if _network else [],
+            output:
+                bags=[f"{RESULTS}/{_dataset}/bags/{p}.h5" for p in _patients],
+            log:
+                f"logs/{_dataset}/embed_image/batch{_batch}.log",
+            benchmark:
+                f"benchmarks/{_dataset}/embed_image/batch{_batch}.tsv"
+            conda:
+                "../../envs/embed-image.yaml"
+            threads: 1
+            resources:
+                **(NETWORK_ENCODER_RESOURCES if _network else {}),
+            params:
+                patients=_patients,
+                folders=list(_rows.loc[_patients, "path"]),
+                labels=list(_rows.loc[_patients, "label"]),
+                image={k: v for k, v in _image.items() if k != "patients_per_job"},
+                code=code("embed_image.py"),
+            script:
+                "../scripts/embed_image.py"
