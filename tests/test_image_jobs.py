@@ -177,7 +177,12 @@ def test_workflow_embeds_batches_loading_once_per_job_and_reruns_only_changed_ba
     sheet = full.iloc[:5]
     sheet.to_csv(tmp_path / "smear.tsv", sep="\t", index=False)
     ds = {"modality": "image", "classes": ["healthy", "aml"], "samples": str(tmp_path / "smear.tsv")}
-    config = {"datasets": {"smear": {**ds, "image": {"patients_per_job": 2}}}, "splits": {"n_folds": 2}}
+    # Snakemake's own per-job output (the compact console shows no rule blocks), read by planned_rules
+    config = {
+        "datasets": {"smear": {**ds, "image": {"patients_per_job": 2}}},
+        "splits": {"n_folds": 2},
+        "console": "snakemake",
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     bags = [f"results/smear/bags/{p}.h5" for p in sheet["patient"]]
     out = snakemake(tmp_path, "--cores", "2", "--workflow-profile", str(REPO / "profiles" / "ci"), *bags)

@@ -363,7 +363,7 @@ def test_na_like_names_end_to_end(na_run):
         assert set(recipes) == {"healthy", "None"}  # the class None is not dropped
         pooled = set(recipes["None"].patients) | set(recipes["healthy"].patients)
         assert pooled == set(patients.loc[patients["role"] == "train", "patient"])
-        pred = read_tsv(run / "real_only" / "predictions.tsv")
+        pred = read_tsv(run / "real_only" / "s0" / "predictions.tsv")
         assert set(pred["patient"]) == set(patients.loc[patients["role"] == "test", "patient"])
         tested += pred["patient"].tolist()
         assert set(pred["predicted"]) <= {"healthy", "None"} and "prob_None" in pred
