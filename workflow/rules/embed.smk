@@ -1,4 +1,5 @@
 # Raw inputs to per-patient bags of instance embeddings: results/{dataset}/bags/{patient}.h5
+# Bags of simulated datasets also carry the simulator's per-instance truth (truth_cell_type, truth_state).
 
 
 for _dataset in SCRNA_DATASETS:
@@ -22,6 +23,7 @@ for _dataset in SCRNA_DATASETS:
             dataset=_dataset,
             scrna=config["datasets"][_dataset]["scrna"],
             seed=config["seed"],
+            truth_columns=SIMULATED_TRUTH_COLUMNS if "simulate" in config["datasets"][_dataset] else [],
         script:
             "../scripts/embed_scrna.py"
 
@@ -84,6 +86,7 @@ rule embed_flow:
         label=patient_label,
         flow=lambda wildcards: config["datasets"][wildcards.dataset]["flow"],
         seed=config["seed"],
+        simulated=lambda wildcards: "simulate" in config["datasets"][wildcards.dataset],
     script:
         "../scripts/embed_flow.py"
 
@@ -108,5 +111,6 @@ rule embed_image:
         folder=patient_path,
         label=patient_label,
         image=lambda wildcards: config["datasets"][wildcards.dataset]["image"],
+        simulated=lambda wildcards: "simulate" in config["datasets"][wildcards.dataset],
     script:
         "../scripts/embed_image.py"

@@ -5,15 +5,18 @@ log = start(snakemake)
 import pandas as pd
 
 from recipe_mil.embed.flow import FlowEmbedParams, write_flow_bag
+from recipe_mil.simulate.dataset import simulated_instance_truth
 
 features = pd.read_csv(snakemake.input.panel, sep="\t")["feature"].tolist()
+patient = snakemake.wildcards.patient
 params = FlowEmbedParams(**snakemake.params.flow, seed=snakemake.params.seed)
 write_flow_bag(
     snakemake.params.fcs,
     snakemake.output.bag,
-    patient=snakemake.wildcards.patient,
+    patient=patient,
     label=snakemake.params.label,
     params=params,
     features=features,
+    truth=simulated_instance_truth("flow", snakemake.params.fcs, patient) if snakemake.params.simulated else None,
 )
 log.info("wrote %s from %s", snakemake.output.bag, snakemake.params.fcs)

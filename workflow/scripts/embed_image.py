@@ -3,13 +3,16 @@ from _common import start
 log = start(snakemake)
 
 from recipe_mil.embed.image import ImageEmbedParams, write_image_bag
+from recipe_mil.simulate.dataset import simulated_instance_truth
 
+patient = snakemake.wildcards.patient
 params = ImageEmbedParams(**snakemake.params.image)
 n = write_image_bag(
     snakemake.params.folder,
     snakemake.output.bag,
-    patient=snakemake.wildcards.patient,
+    patient=patient,
     label=snakemake.params.label,
     params=params,
+    truth=simulated_instance_truth("image", snakemake.params.folder, patient) if snakemake.params.simulated else None,
 )
 log.info("wrote %s: %d crops of %s with %s", snakemake.output.bag, n, snakemake.params.folder, params.encoder)

@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from recipe_mil.io.bags import write_bag
+from recipe_mil.io.bags import instance_truth, write_bag
 from recipe_mil.seeds import derive_seed
 
 logger = logging.getLogger("recipe_mil.embed.flow")
@@ -1375,8 +1375,9 @@ def write_flow_bag(
     label: str,
     params: FlowEmbedParams,
     features: list[str],
+    truth: pd.DataFrame | None = None,
 ) -> None:
-    """Embed one FCS file and write its bag (DESIGN §3).
+    """Embed one FCS file and write its bag (see ``docs/method.md``).
 
     Parameters
     ----------
@@ -1390,6 +1391,10 @@ def write_flow_bag(
         Embedding options; the encoder is ``flow-<transform>``.
     features
         Feature names, e.g. from :func:`resolve_panel` (the same for every patient).
+    truth
+        Simulated data: the file's per-event truth indexed by event index
+        (:func:`recipe_mil.simulate.flow.event_truth`), stored for the kept events as
+        ``truth_{column}`` datasets; None for real data.
 
     Raises
     ------
@@ -1397,10 +1402,11 @@ def write_flow_bag(
         As :func:`embed_flow_file`.
     """
     emb = embed_flow_events(fcs_path, params, features=features, seed_key=str(patient))
+    ids = [str(i) for i in emb.event_ids]
     write_bag(
         bag_path,
         emb.features,
-        [str(i) for i in emb.event_ids],
+        ids,
         patient=patient,
         label=label,
         encoder=params.encoder,
@@ -1413,6 +1419,7 @@ def write_flow_bag(
             "qc": json.dumps(emb.qc),
             "source_file": str(fcs_path),
         },
+        truth=instance_truth(truth, ids, source=f"{fcs_path} (simulator truth)"),
     )
     logger.info("%s: wrote %d events x %d features to %s", fcs_path, *emb.features.shape, bag_path)
 

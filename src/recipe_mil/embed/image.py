@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from scipy import ndimage
@@ -48,7 +49,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from recipe_mil.device import resolve_device
-from recipe_mil.io.bags import BagFileError, write_bag
+from recipe_mil.io.bags import BagFileError, instance_truth, write_bag
 
 logger = logging.getLogger("recipe_mil.embed.image")
 
@@ -1262,8 +1263,9 @@ def write_image_bag(
     label: str,
     params: ImageEmbedParams,
     encoder: Encoder | None = None,
+    truth: pd.DataFrame | None = None,
 ) -> int:
-    """Embed one patient's folder and write its bag file (DESIGN §3).
+    """Embed one patient's folder and write its bag file (see ``docs/method.md``).
 
     Parameters
     ----------
@@ -1277,6 +1279,10 @@ def write_image_bag(
         Embedding options.
     encoder
         A loaded encoder to reuse; None loads ``params.encoder``.
+    truth
+        Simulated data: the patient's per-crop truth indexed by file name
+        (:func:`recipe_mil.simulate.dataset.simulated_instance_truth`), stored as
+        ``truth_{column}`` datasets; None for real data.
 
     Returns
     -------
@@ -1297,5 +1303,6 @@ def write_image_bag(
             if enc.name != "morphology"
             else None
         ),
+        truth=instance_truth(truth, ids, source=f"{folder} (simulator truth)"),
     )
     return int(features.shape[0])
