@@ -25,7 +25,6 @@ from recipe_mil.simulate.common import (
     resolve_disease_only,
     resolve_state_shift,
 )
-from recipe_mil.simulate.dataset import simulated_instance_truth
 from recipe_mil.simulate.flow import (
     FLOW_PANEL,
     MARKERS,
@@ -41,6 +40,7 @@ from recipe_mil.simulate.flow import (
 from recipe_mil.simulate.image import (
     TRUTH_JSON,
     ImageSimParams,
+    crop_truth,
     external_image_params,
     read_image_truth,
     simulate_image_cohort,
@@ -440,7 +440,7 @@ def test_flow_external_shift_and_shared_classes(flow_states, tmp_path):
 def test_flow_truth_survives_embedding(flow_states, tmp_path):
     root, sheet = flow_states
     row = sheet[sheet["label"] == "aml"].iloc[0]
-    truth = simulated_instance_truth("flow", row["path"], row["patient"])
+    truth = event_truth(root, row["patient"])
     assert list(truth.columns) == ["cell_type", "state"]
     params = FlowEmbedParams(panel=FLOW_PANEL, max_events=500)
     write_flow_bag(
@@ -599,7 +599,7 @@ def test_image_truth_survives_embedding(tmp_path):
     )
     sheet = simulate_image_cohort(params, tmp_path / "raw")
     row = sheet.iloc[1]
-    truth = simulated_instance_truth("image", row["path"], row["patient"])
+    truth = crop_truth(tmp_path / "raw", row["patient"])
     write_image_bag(
         row["path"],
         tmp_path / "b.h5",
@@ -614,4 +614,6 @@ def test_image_truth_survives_embedding(tmp_path):
     np.testing.assert_array_equal(bag.truth["state"], table.loc[bag.instance_ids, "state"])
     assert "aml_only" in set(bag.truth["cell_type"])
     with pytest.raises(FileNotFoundError, match="no simulator truth"):
-        simulated_instance_truth("image", tmp_path / "elsewhere" / "P000", "P000")
+        crop_truth(tmp_path / "elsewhere", "P000")
+    with pytest.raises(FileNotFoundError, match="no simulator truth"):
+        event_truth(tmp_path / "elsewhere", "F000")

@@ -2,10 +2,12 @@ from _common import start
 
 log = start(snakemake)
 
+from pathlib import Path
+
 import pandas as pd
 
 from recipe_mil.embed.flow import FlowEmbedParams, write_flow_bag
-from recipe_mil.simulate.dataset import simulated_instance_truth
+from recipe_mil.simulate.flow import event_truth
 
 features = pd.read_csv(snakemake.input.panel, sep="\t")["feature"].tolist()
 patient = snakemake.wildcards.patient
@@ -17,6 +19,6 @@ write_flow_bag(
     label=snakemake.params.label,
     params=params,
     features=features,
-    truth=simulated_instance_truth("flow", snakemake.params.fcs, patient) if snakemake.params.simulated else None,
+    truth=event_truth(Path(snakemake.params.fcs).parent, patient) if snakemake.params.simulated else None,
 )
 log.info("wrote %s from %s", snakemake.output.bag, snakemake.params.fcs)

@@ -2,8 +2,10 @@ from _common import start
 
 log = start(snakemake)
 
+from pathlib import Path
+
 from recipe_mil.embed.image import ImageEmbedParams, write_image_bag
-from recipe_mil.simulate.dataset import simulated_instance_truth
+from recipe_mil.simulate.image import crop_truth
 
 patient = snakemake.wildcards.patient
 params = ImageEmbedParams(**snakemake.params.image)
@@ -13,6 +15,6 @@ n = write_image_bag(
     patient=patient,
     label=snakemake.params.label,
     params=params,
-    truth=simulated_instance_truth("image", snakemake.params.folder, patient) if snakemake.params.simulated else None,
+    truth=crop_truth(Path(snakemake.params.folder).parent, patient) if snakemake.params.simulated else None,
 )
 log.info("wrote %s: %d crops of %s with %s", snakemake.output.bag, n, snakemake.params.folder, params.encoder)

@@ -1281,7 +1281,7 @@ def write_image_bag(
         A loaded encoder to reuse; None loads ``params.encoder``.
     truth
         Simulated data: the patient's per-crop truth indexed by file name
-        (:func:`recipe_mil.simulate.dataset.simulated_instance_truth`), stored as
+        (:func:`recipe_mil.simulate.image.crop_truth`), stored as
         ``truth_{column}`` datasets; None for real data.
 
     Returns

@@ -1,4 +1,4 @@
-"""Simulated datasets as the workflow uses them: target + external cohort + sample sheet + truth, per modality."""
+"""Simulated datasets as the workflow uses them: target + external cohort + sample sheet, per modality."""
 
 from __future__ import annotations
 
@@ -67,51 +67,6 @@ def raw_location(raw_dir: str | os.PathLike[str], modality: str, cohort: str, pa
 
 TRUTH_COLUMNS: tuple[str, ...] = ("cell_type", "state")
 """Per-instance truth every simulator writes and the embed steps carry into the bags."""
-
-
-def simulated_instance_truth(modality: str, path: str | os.PathLike[str], patient: str) -> pd.DataFrame:
-    """Read the per-instance truth of one simulated flow or image patient.
-
-    Parameters
-    ----------
-    modality
-        ``flow`` or ``image`` (scRNA-seq truth is in the ``.h5ad``'s ``obs``).
-    path
-        The sheet's path of the patient: its FCS file or crop folder, inside the cohort folder
-        the simulator wrote its truth to.
-    patient
-        Patient id.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Indexed by instance id (event index or file name, as in the bag), columns
-        :data:`TRUTH_COLUMNS`.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the cohort folder has no simulator truth.
-    ValueError
-        For another modality.
-    """
-    cohort_dir = Path(path).parent
-    if modality == "flow":
-        from recipe_mil.simulate.flow import EVENTS_FILE, event_truth
-
-        where = cohort_dir / EVENTS_FILE
-        if not where.is_file():
-            raise FileNotFoundError(f"{where}: no simulator truth for patient {patient!r} of {path}")
-        return event_truth(cohort_dir, patient)[list(TRUTH_COLUMNS)]
-    if modality == "image":
-        from recipe_mil.simulate.image import TRUTH_TSV, read_image_truth
-
-        where = cohort_dir / TRUTH_TSV
-        if not where.is_file():
-            raise FileNotFoundError(f"{where}: no simulator truth for patient {patient!r} of {path}")
-        table = read_image_truth(cohort_dir)
-        return table.loc[table["patient"] == patient].set_index("instance_id")[list(TRUTH_COLUMNS)]
-    raise ValueError(f"simulated_instance_truth: modality {modality!r} has no truth files (flow or image)")
 
 
 def simulated_sheet(

@@ -740,7 +740,15 @@ def event_truth(out_dir: str | os.PathLike[str], patient: str) -> pd.DataFrame:
     pandas.DataFrame
         Index: the event's index in the FCS file as a string (a flow bag's instance id); columns
         ``cell_type`` (the population) and ``state``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder has no simulator truth.
     """
+    for name in (TRUTH_FILE, EVENTS_FILE):
+        if not (Path(out_dir) / name).is_file():
+            raise FileNotFoundError(f"{Path(out_dir) / name}: no simulator truth for patient {patient!r}")
     cell_type = event_populations(out_dir, patient)
     return pd.DataFrame(
         {"cell_type": cell_type, "state": event_states(out_dir, patient)},

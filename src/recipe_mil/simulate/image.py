@@ -851,6 +851,34 @@ def read_image_truth(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return pd.read_csv(Path(out_dir) / TRUTH_TSV, sep="\t", dtype=str, keep_default_na=False)
 
 
+def crop_truth(out_dir: str | os.PathLike[str], patient: str) -> pd.DataFrame:
+    """Return the truth of one simulated patient's crops, indexed by file name.
+
+    Parameters
+    ----------
+    out_dir
+        The cohort's folder (the parent of the patient's folder).
+    patient
+        Patient id.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: the crop's file name (an image bag's instance id); columns ``cell_type`` and
+        ``state``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder has no :data:`TRUTH_TSV`.
+    """
+    where = Path(out_dir) / TRUTH_TSV
+    if not where.is_file():
+        raise FileNotFoundError(f"{where}: no simulator truth for patient {patient!r}")
+    table = read_image_truth(out_dir)
+    return table.loc[table["patient"] == patient].set_index("instance_id")[["cell_type", "state"]]
+
+
 def external_image_params(
     params: ImageSimParams,
     *,
