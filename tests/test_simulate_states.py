@@ -67,7 +67,7 @@ def test_bag_size_is_clipped_normal():
 
 def test_cell_states_means_and_instances():
     base = {"h": np.array([0.5, 0.5]), "d": np.array([0.2, 0.8])}
-    states = cell_states(["a", "b"], base, {"d": 0.25}, {"d": {"a": 0.5}}, lambda c: f"{c}_only")
+    states = cell_states(["a", "b"], base, {"d": 0.25}, {"d": {"a": 0.5}})
     assert states.cell_types == ("a", "b", "d_only") and states.n_shared == 2
     np.testing.assert_allclose(states.means["d"], [0.15, 0.6, 0.25])
     np.testing.assert_allclose(states.means["h"], [0.5, 0.5, 0.0])
@@ -466,6 +466,15 @@ IMAGE_BASE = dict(
     image_size=64, rbc_mean=0.0, noise_sd=0.5, stain_jitter=0.0, size_jitter=0.02, disease_only={}, state_shift={}
 )
 
+# healthy patients whose crops are almost all lymphocytes
+LYMPHOCYTES = dict(
+    IMAGE_BASE,
+    classes=("healthy",),
+    class_proportions={"healthy": [0.01, 0.96, 0.01, 0.01, 0.01]},
+    concentration=1000.0,
+    crops_per_patient_sd=0,
+)
+
 
 def _log_areas(images) -> np.ndarray:
     return np.log([segment_cell(img)[0].sum() for img in images])
@@ -498,15 +507,11 @@ def test_image_disease_only_cells_only_in_their_class(tmp_path):
 
 def test_image_state_shift_changes_part_of_a_type():
     params = ImageSimParams(
-        classes=("healthy",),
         n_patients_per_class=1,
         crops_per_patient_mean=60,
-        crops_per_patient_sd=0,
         max_crops_per_patient=60,
-        class_proportions={"healthy": [0.01, 0.96, 0.01, 0.01, 0.01]},
-        concentration=1000.0,
         patient_size_sd=0.0,
-        **{**IMAGE_BASE, "state_shift": {"healthy": {"lymphocyte": 0.5}}},
+        **{**LYMPHOCYTES, "state_shift": {"healthy": {"lymphocyte": 0.5}}},
         state_shift_magnitude=0.3,
     )
     crops = simulate_patient_images(params, "P000", "healthy")
@@ -521,16 +526,12 @@ def test_image_state_shift_changes_part_of_a_type():
 
 def test_image_patient_effects_have_the_configured_sd():
     params = ImageSimParams(
-        classes=("healthy",),
         n_patients_per_class=24,
         crops_per_patient_mean=6,
-        crops_per_patient_sd=0,
         min_crops_per_patient=6,
-        class_proportions={"healthy": [0.01, 0.96, 0.01, 0.01, 0.01]},
-        concentration=1000.0,
         patient_size_sd=0.12,
         patient_stain_sd=0.1,
-        **IMAGE_BASE,
+        **LYMPHOCYTES,
     )
     sizes, truth = [], []
     for i in range(24):

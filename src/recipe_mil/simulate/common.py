@@ -23,7 +23,7 @@ modality-specific meaning of a shift are the simulators' own; the bag size of ev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,6 +92,17 @@ def draw_bag_size(rng: np.random.Generator, mean: float, sd: float, low: int, hi
     return int(max(low, n if high is None else min(n, high)))
 
 
+def _per_class(
+    owner: str, key: str, classes: Sequence[str], given: Mapping[str, object] | None, builtin: Mapping[str, object]
+) -> dict[str, object]:
+    """Return a per-class parameter as configured (None: ``builtin`` of ``classes``), its classes checked."""
+    raw = {c: v for c, v in builtin.items() if c in classes} if given is None else dict(given)
+    unknown = sorted(set(raw) - set(classes))
+    if unknown:
+        raise ValueError(f"{owner}: {key} names class(es) {unknown} that are not among {list(classes)}")
+    return raw
+
+
 def resolve_disease_only(
     owner: str,
     classes: Sequence[str],
@@ -121,14 +132,11 @@ def resolve_disease_only(
     ValueError
         If a class is unknown or a fraction is not in (0, 1).
     """
-    raw = {c: f for c, f in builtin.items() if c in classes} if given is None else dict(given)
-    unknown = sorted(set(raw) - set(classes))
-    if unknown:
-        raise ValueError(f"{owner}: disease_only names class(es) {unknown} that are not among {list(classes)}")
-    bad = {c: f for c, f in raw.items() if not 0.0 < float(f) < 1.0}
+    raw = _per_class(owner, "disease_only", classes, given, builtin)
+    bad = {c: f for c, f in raw.items() if not 0.0 < float(f) < 1.0}  # type: ignore[arg-type]
     if bad:
         raise ValueError(f"{owner}: disease_only fractions must be in (0, 1), got {bad}")
-    return {c: float(raw[c]) for c in classes if c in raw}
+    return {c: float(raw[c]) for c in classes if c in raw}  # type: ignore[arg-type]
 
 
 def resolve_state_shift(
@@ -163,15 +171,12 @@ def resolve_state_shift(
     ValueError
         If a class or cell type is unknown or a fraction is not in [0, 1].
     """
-    raw = {c: v for c, v in builtin.items() if c in classes} if given is None else dict(given)
-    unknown = sorted(set(raw) - set(classes))
-    if unknown:
-        raise ValueError(f"{owner}: state_shift names class(es) {unknown} that are not among {list(classes)}")
+    raw = _per_class(owner, "state_shift", classes, given, builtin)
     out: dict[str, dict[str, float]] = {}
     for c in classes:
         if c not in raw:
             continue
-        types = dict(raw[c] or {})
+        types = dict(raw[c] or {})  # type: ignore[call-overload]
         bad_types = sorted(set(types) - set(cell_types))
         if bad_types:
             raise ValueError(
@@ -216,12 +221,16 @@ class CellStates:
     shifted_fraction: dict[str, np.ndarray]
 
 
+def disease_only_type_name(cls: str) -> str:
+    """Name of a class's disease-only cell type: ``{cls}_only``."""
+    return f"{cls}_only"
+
+
 def cell_states(
     shared_types: Sequence[str],
     base_means: Mapping[str, np.ndarray],
-    disease_only: Mapping[str, float],
-    state_shift: Mapping[str, Mapping[str, float]],
-    disease_only_name: Callable[[str], str],
+    disease_only: Mapping[str, float] | None,
+    state_shift: Mapping[str, Mapping[str, float]] | None,
 ) -> CellStates:
     """Combine the shared cell types' class means with disease-only types and state shifts.
 
@@ -232,12 +241,12 @@ def cell_states(
     base_means
         Class -> mean proportions over ``shared_types`` (summing to 1); its keys are the classes.
     disease_only
-        Class -> fraction f of its instances in its disease-only type: the class mean becomes
-        ``[(1 - f) * base, f]``. Resolved by :func:`resolve_disease_only`.
+        Class -> fraction f of its instances in its disease-only type
+        (:func:`disease_only_type_name`): the class mean becomes ``[(1 - f) * base, f]``.
+        Resolved by :func:`resolve_disease_only`; None: none.
     state_shift
-        Class -> shared type -> shifted fraction. Resolved by :func:`resolve_state_shift`.
-    disease_only_name
-        Class -> the name of its disease-only cell type.
+        Class -> shared type -> shifted fraction. Resolved by :func:`resolve_state_shift`;
+        None: none.
 
     Returns
     -------
@@ -245,7 +254,8 @@ def cell_states(
         The combined design.
     """
     classes = list(base_means)
-    do_type = {c: disease_only_name(c) for c in classes if c in disease_only}
+    disease_only, state_shift = disease_only or {}, state_shift or {}
+    do_type = {c: disease_only_type_name(c) for c in classes if c in disease_only}
     cell_types = (*shared_types, *do_type.values())
     k = len(shared_types)
     means: dict[str, np.ndarray] = {}

@@ -57,7 +57,6 @@ from recipe_mil.io.atomic import atomic_path
 from recipe_mil.seeds import derive_seed
 from recipe_mil.simulate.common import (
     STATES,
-    CellStates,
     cell_states,
     cohort_design,
     draw_bag_size,
@@ -343,34 +342,6 @@ def class_mean_proportions(params: FlowSimParams) -> dict[str, np.ndarray]:
     return out
 
 
-def disease_only_population_name(cls: str) -> str:
-    """Name of a class's disease-only population: ``{cls}_only``."""
-    return f"{cls}_only"
-
-
-def flow_cell_states(params: FlowSimParams) -> CellStates:
-    """Return the populations (shared, then disease-only) with every class's means and state shifts.
-
-    Parameters
-    ----------
-    params
-        Simulation parameters.
-
-    Returns
-    -------
-    CellStates
-        Means over all populations: :func:`class_mean_proportions` scaled by
-        ``1 - disease_only[class]``, plus ``disease_only[class]`` on the class's own population.
-    """
-    return cell_states(
-        POPULATIONS,
-        class_mean_proportions(params),
-        params.disease_only or {},
-        params.state_shift or {},
-        disease_only_population_name,
-    )
-
-
 def population_phenotype(name: str, shift: float = 0.0) -> tuple[dict[str, float], tuple[float, float]]:
     """Return a population's marker levels and scatter medians, optionally in its shifted sub-state.
 
@@ -539,7 +510,7 @@ def simulate_flow_cohort(params: FlowSimParams, out_dir: str | os.PathLike[str])
     """
     out = Path(out_dir)
     design = cohort_design(params)
-    states = flow_cell_states(params)
+    states = cell_states(POPULATIONS, class_mean_proportions(params), params.disease_only, params.state_shift)
     names = [*states.cell_types, DEBRIS]
     pnn, pns = _channels(params.instrument)
     detectors, spill = spillover_matrix(params.instrument)

@@ -66,7 +66,6 @@ from recipe_mil.io.atomic import atomic_path, write_text_atomic
 from recipe_mil.seeds import derive_seed
 from recipe_mil.simulate.common import (
     STATES,
-    CellStates,
     cell_states,
     cohort_design,
     draw_bag_size,
@@ -325,34 +324,6 @@ def class_mean_proportions(params: ImageSimParams) -> dict[str, np.ndarray]:
             )
         out[c] = p / p.sum()
     return out
-
-
-def disease_only_type_name(cls: str) -> str:
-    """Name of a class's disease-only cell type: ``{cls}_only``."""
-    return f"{cls}_only"
-
-
-def image_cell_states(params: ImageSimParams) -> CellStates:
-    """Return the cell types (shared, then disease-only) with every class's means and state shifts.
-
-    Parameters
-    ----------
-    params
-        Simulation parameters.
-
-    Returns
-    -------
-    CellStates
-        Means over all cell types: :func:`class_mean_proportions` scaled by
-        ``1 - disease_only[class]``, plus ``disease_only[class]`` on the class's own type.
-    """
-    return cell_states(
-        CELL_TYPES,
-        class_mean_proportions(params),
-        params.disease_only or {},
-        params.state_shift or {},
-        disease_only_type_name,
-    )
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -655,8 +626,8 @@ class PatientCrops:
     states
         The state of every crop (``baseline``, ``shifted``, ``disease_only``).
     proportions
-        The patient's drawn proportions over the cohort's cell types
-        (:func:`image_cell_states`).
+        The patient's drawn proportions over the cohort's cell types (the shared ones, then
+        the disease-only ones).
     effect
         The patient's stain and size effects: ``stain_gain`` (3 per-channel log OD gains,
         the cohort's ``stain_shift`` included), ``stain_strength`` (4 log factors: nucleus,
@@ -689,7 +660,7 @@ def simulate_patient_images(params: ImageSimParams, patient: str, label: str) ->
         The crops, each crop's cell type and state, the drawn proportions and the patient's
         effects.
     """
-    states = image_cell_states(params)
+    states = cell_states(CELL_TYPES, class_mean_proportions(params), params.disease_only, params.state_shift)
     if label not in states.means:
         raise ValueError(f"label {label!r} is not one of the classes {list(params.classes)}")
     erng = np.random.default_rng(derive_seed(params.seed, "image-patient-effect", params.cohort, patient))
@@ -778,7 +749,7 @@ def simulate_image_cohort(params: ImageSimParams, out_dir: str | os.PathLike[str
     """
     out = Path(out_dir)
     design = cohort_design(params)
-    states = image_cell_states(params)
+    states = cell_states(CELL_TYPES, class_mean_proportions(params), params.disease_only, params.state_shift)
     ext = _FORMATS[params.image_format][1]
     rows: list[dict[str, str]] = []
     drawn: dict[str, list[float]] = {}

@@ -193,11 +193,6 @@ class ScrnaSimParams:
         )
 
 
-def disease_only_type_name(cls: str) -> str:
-    """Name of a class's disease-only cell type: ``{cls}_only``."""
-    return f"{cls}_only"
-
-
 def cell_type_names(n_cell_types: int) -> list[str]:
     """Names of the simulated cell types.
 
@@ -243,12 +238,14 @@ def class_mean_proportions(params: ScrnaSimParams) -> dict[str, np.ndarray]:
 
     With ``params.class_proportions`` set, those values (normalised). Otherwise the
     built-in defaults: ``healthy`` is ``[0.30, 0.25, 0.20, 0.13, 0.08, 0.04]`` for six cell
-    types; ``disease_a`` and ``disease_b`` move 0.25 of mass onto ``type_4`` and ``type_5``
-    respectively, taken from the other types proportionally. For other class names or
+    types; ``disease_a`` and ``disease_b`` move ``proportion_shift`` (0.25) of mass onto
+    ``type_4`` and ``type_5`` respectively, taken from the other types proportionally. For other class names or
     numbers of cell types the means are derived deterministically from ``program_seed``
     and the class name (so a class has the same mean in every cohort): the reference
-    is a sorted Dirichlet draw, and each class other than ``healthy`` moves 0.25 of mass
-    onto one or two of the rarer half of the cell types.
+    is a sorted Dirichlet draw, and each class other than ``healthy`` moves
+    ``proportion_shift`` of mass onto one or two of the rarer half of the cell types.
+    These are the means over the shared cell types; a class with a disease-only cell type
+    scales them by ``1 - disease_only[class]`` (see :func:`recipe_mil.simulate.common.cell_states`).
 
     Parameters
     ----------
@@ -295,29 +292,6 @@ def class_mean_proportions(params: ScrnaSimParams) -> dict[str, np.ndarray]:
             amounts = params.proportion_shift * rng.dirichlet(np.full(n_targets, 2.0))
             out[c] = _move_mass(base, targets.tolist(), amounts)
     return out
-
-
-def scrna_cell_states(params: ScrnaSimParams) -> CellStates:
-    """Return the cell types (shared, then disease-only) with every class's means and state shifts.
-
-    Parameters
-    ----------
-    params
-        Simulation parameters.
-
-    Returns
-    -------
-    CellStates
-        The class means over all cell types are :func:`class_mean_proportions` scaled by
-        ``1 - disease_only[class]``, plus ``disease_only[class]`` on the class's own type.
-    """
-    return cell_states(
-        cell_type_names(params.n_cell_types),
-        class_mean_proportions(params),
-        params.disease_only or {},
-        params.state_shift or {},
-        disease_only_type_name,
-    )
 
 
 def _pick_genes(rng: np.random.Generator, n_genes: int, size: int, avoid: np.ndarray) -> np.ndarray:
@@ -392,7 +366,9 @@ def simulate_scrna_cohort(params: ScrnaSimParams) -> ad.AnnData:
         :func:`cohort_design`.
     """
     design = cohort_design(params)
-    states = scrna_cell_states(params)
+    states = cell_states(
+        cell_type_names(params.n_cell_types), class_mean_proportions(params), params.disease_only, params.state_shift
+    )
     gene_ids = [f"gene_{i:04d}" for i in range(params.n_genes)]
     log_means, markers, state_genes = _gene_programs(params, states)
     if params.batch_shift > 0:
