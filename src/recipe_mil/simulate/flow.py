@@ -96,8 +96,8 @@ FLOW_PANEL: list[dict[str, object]] = [
 ]
 """Panel (markers with aliases) matching both simulated instruments, for ``FlowEmbedParams.panel``."""
 
-_DEFAULT_DISEASE_ONLY = {"aml": 0.10}  # built-in disease_only (known class names)
-_DEFAULT_STATE_SHIFT = {"aml": {"granulocytes": 0.3}, "low_blast": {"granulocytes": 0.4}}  # built-in state_shift
+_DEFAULT_DISEASE_ONLY = {"aml": 0.05}  # built-in disease_only (known class names)
+_DEFAULT_STATE_SHIFT = {"aml": {"granulocytes": 0.3}, "low_blast": {"granulocytes": 0.2}}  # built-in state_shift
 
 STATE_SHIFT_DIRECTIONS: dict[str, dict[str, float]] = {
     "t_cells": {"HLA-DR": 3.0, "CD3": -1.0},  # activated: HLA-DR on, TCR/CD3 down
@@ -237,15 +237,15 @@ class FlowSimParams:
         Sd of a per-channel log10 gain shift of the instrument (0: none), drawn from ``seed``.
     disease_only
         Class -> mean fraction of its patients' (non-debris) events in its own aberrant
-        population ``{class}_only`` (see the module doc). None: the built-in ``{"aml": 0.10}``
+        population ``{class}_only`` (see the module doc). None: the built-in ``{"aml": 0.05}``
         (for the classes present); ``{}``: none.
     state_shift
         Class -> shared population -> fraction of that population's events in the shifted
         sub-state. None: the built-in ``{"aml": {"granulocytes": 0.3}, "low_blast":
-        {"granulocytes": 0.4}}``; ``{}``: none.
+        {"granulocytes": 0.2}}``; ``{}``: none.
     state_shift_magnitude
-        Size of the shift in log10 units per unit of :data:`STATE_SHIFT_DIRECTIONS` (0.3: a
-        factor of 2 on a direction of 1).
+        Size of the shift in log10 units per unit of :data:`STATE_SHIFT_DIRECTIONS` (0.08: a
+        factor of 1.2 on a direction of 1; 0.3: a factor of 2).
     patient_effect_sd
         Sd of every patient's per-channel log10 gain (scatter and markers; 0: none).
     seed
@@ -268,7 +268,7 @@ class FlowSimParams:
     intensity_shift_sd: float = 0.0
     disease_only: dict[str, float] | None = None
     state_shift: dict[str, dict[str, float]] | None = None
-    state_shift_magnitude: float = 0.3
+    state_shift_magnitude: float = 0.08
     patient_effect_sd: float = 0.05
     seed: int = 0
     cohort: str = "target"

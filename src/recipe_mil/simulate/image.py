@@ -102,7 +102,7 @@ STATE_SHIFT_DIRECTIONS: dict[str, dict[str, float]] = {
 stain), ``vacuoles`` (log factor of the number of vacuoles), ``lobes`` (change in the number of
 nuclear lobes, randomly rounded)."""
 
-_DEFAULT_DISEASE_ONLY = {"aml": 0.05}  # built-in disease_only (known class names)
+_DEFAULT_DISEASE_ONLY = {"aml": 0.04}  # built-in disease_only (known class names)
 _DEFAULT_DISEASE_ONLY_MORPHOLOGY = {"aml": "abnormal_promyelocyte"}  # other classes: smudge_cell
 _DEFAULT_STATE_SHIFT = {"aml": {"neutrophil": 0.3}, "eosinophilia": {"lymphocyte": 0.3}}
 
@@ -186,7 +186,7 @@ class ImageSimParams:
         yellower background).
     disease_only
         Class -> mean fraction of its patients' crops showing its own disease-only cell type
-        ``{class}_only``. None: the built-in ``{"aml": 0.05}`` (for the classes present);
+        ``{class}_only``. None: the built-in ``{"aml": 0.04}`` (for the classes present);
         ``{}``: none.
     disease_only_morphology
         Class -> the morphology of its disease-only type, one of

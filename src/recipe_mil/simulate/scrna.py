@@ -60,7 +60,7 @@ TRUTH_KEY = "recipe_mil_truth"
 _DEFAULT_HEALTHY = (0.30, 0.25, 0.20, 0.13, 0.08, 0.04)
 _DEFAULT_DISEASE_TYPES = {"disease_a": (4,), "disease_b": (5,)}
 _DEFAULT_DISEASE_ONLY = {"disease_b": 0.05}  # built-in disease_only (known class names)
-_DEFAULT_STATE_SHIFT = {"disease_a": {"type_0": 0.3}}  # built-in state_shift (known class names)
+_DEFAULT_STATE_SHIFT = {"disease_a": {"type_0": 0.4}}  # built-in state_shift (known class names)
 _MIN_GENERIC_PROPORTION = 0.02  # floor of a derived reference class's proportions
 _TYPE_NOISE_SD = 0.2  # sd of a cell type's non-marker deviation from the shared log means
 _BASE_LOG_SD = 1.0  # sd of the shared per-gene log means
@@ -121,7 +121,7 @@ class ScrnaSimParams:
         ``{"disease_b": 0.05}`` (for the classes present); ``{}``: none.
     state_shift
         Class -> shared cell type -> fraction of that type's cells in the shifted sub-state, in
-        every patient of the class. None: the built-in ``{"disease_a": {"type_0": 0.3}}``;
+        every patient of the class. None: the built-in ``{"disease_a": {"type_0": 0.4}}``;
         ``{}``: none.
     state_shift_magnitude
         Natural-log fold by which a shifted cell's state genes (``n_markers_per_type`` genes,
