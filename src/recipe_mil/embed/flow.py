@@ -1,4 +1,4 @@
-"""Per-patient bags of event embeddings from flow-cytometry ``.fcs`` files (DESIGN §1, modality ``flow``).
+"""Per-patient bags of event embeddings from flow-cytometry ``.fcs`` files (modality ``flow``; see ``docs/method.md``).
 
 One FCS file is one patient; one event is one instance. For every file:
 

@@ -1,4 +1,4 @@
-"""Per-patient bags of single-cell image embeddings (DESIGN §1, modality ``image``).
+"""Per-patient bags of single-cell image embeddings (modality ``image``; see ``docs/method.md``).
 
 A patient is one folder of single-cell crops (PNG, JPEG or TIFF, any size). Every crop
 is read as 8-bit RGB (:func:`read_image`) and embedded by a frozen encoder:

@@ -1,4 +1,4 @@
-"""Per-patient bags of cell embeddings from an ``.h5ad`` file (DESIGN §1, modality ``scrna``).
+"""Per-patient bags of cell embeddings from an ``.h5ad`` file (modality ``scrna``; see ``docs/method.md``).
 
 The embedding is fitted on the target cohort only, without labels: QC (cells with too
 few genes, genes seen in too few target cells), ``normalize_total``, ``log1p``, highly

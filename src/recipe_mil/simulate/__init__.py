@@ -1,4 +1,4 @@
-"""Demo cohorts with a known ground truth (DESIGN §5)."""
+"""Demo cohorts with a known ground truth (see ``docs/method.md``)."""
 
 from recipe_mil.simulate.scrna import (
     TRUTH_KEY,
