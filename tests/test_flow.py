@@ -451,7 +451,10 @@ def test_simulator_writes_cohort_and_truth(cohorts):
     assert list(external["label"]) == ["healthy", "aml"] and set(external["cohort"]) == {"external"}
     truth = read_flow_truth(root / "target")
     means = class_mean_proportions(SIM)
-    assert truth["class_mean_proportions"]["aml"] == pytest.approx(list(means["aml"]))
+    # over the shared populations, then aml's disease-only population (built in: 5% of its cells)
+    assert truth["populations"] == [*POPULATIONS, "aml_only"]
+    assert truth["class_mean_proportions"]["aml"] == pytest.approx([*(0.95 * means["aml"]), 0.05])
+    assert truth["class_mean_proportions"]["healthy"] == pytest.approx([*means["healthy"], 0.0])
     blasts = POPULATIONS.index("blasts")
     props = {truth["patient_labels"][p]: v[blasts] for p, v in truth["patient_proportions"].items()}
     assert props["aml"] > 0.2 > props["low_blast"] and props["low_blast"] > props["healthy"]

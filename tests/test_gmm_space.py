@@ -138,10 +138,16 @@ def test_recipes_record_truth_ari_and_the_gmm_space(tmp_path):
         x = centres[types] + rng.normal(0, 1, size=(150, 5))
         paths[f"P{i}"] = str(tmp_path / f"P{i}.h5")
         write_bag(
-            paths[f"P{i}"], x, range(150), patient=f"P{i}", label="ab"[i % 2], encoder="t", truth=types.astype(str)
+            paths[f"P{i}"],
+            x,
+            range(150),
+            patient=f"P{i}",
+            label="ab"[i % 2],
+            encoder="t",
+            truth={"cell_type": types.astype(str)},
         )
         rows.append({"patient": f"P{i}", "label": "ab"[i % 2], "cohort": "target", "role": "train"})
-    assert read_bag(paths["P0"]).truth is not None
+    assert set(read_bag(paths["P0"]).truth) == {"cell_type"}
     fit = fit_fold_recipes(pd.DataFrame(rows), paths, RecipeConfig(n_components=[2, 4, 6], n_pcs=None), seed=0)
     space = fit.pool.uns["gmm"]
     assert space["truth_ari"] == pytest.approx(1.0)

@@ -146,8 +146,10 @@ def test_simulated_cohort_layout_and_truth(cohort):
     assert list(sheet["patient"]) == list(design["patient"]) == ["P000", "P001", "P002", "P003"]
     assert list(sheet["label"]) == ["healthy", "healthy", "aml", "aml"]
     truth = read_image_truth(out)
-    assert list(truth.columns) == ["patient", "label", "cohort", "instance_id", "cell_type"]
-    assert set(truth["cell_type"]) <= set(CELL_TYPES)
+    assert list(truth.columns) == ["patient", "label", "cohort", "instance_id", "cell_type", "state"]
+    assert set(truth["cell_type"]) <= {*CELL_TYPES, "aml_only"}  # the built-in disease-only type of aml
+    assert set(truth.loc[truth["label"] == "healthy", "cell_type"]) <= set(CELL_TYPES)
+    assert set(truth["state"]) <= {"baseline", "shifted", "disease_only"}
     meta = json.loads((out / TRUTH_JSON).read_text())
     sizes = []
     for patient, folder in zip(sheet["patient"], sheet["path"], strict=True):
@@ -165,12 +167,12 @@ def test_simulated_cohort_layout_and_truth(cohort):
 
 
 def test_simulator_is_deterministic_per_patient():
-    a, ta, pa = simulate_patient_images(TINY, "P001", "aml")
-    b, tb, pb = simulate_patient_images(TINY, "P001", "aml")
-    c, _, _ = simulate_patient_images(TINY, "P002", "aml")
-    assert ta == tb and np.array_equal(pa, pb)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
-    assert len(c) != len(a) or not np.array_equal(a[0], c[0])
+    a, b = simulate_patient_images(TINY, "P001", "aml"), simulate_patient_images(TINY, "P001", "aml")
+    c = simulate_patient_images(TINY, "P002", "aml")
+    assert a.cell_types == b.cell_types and a.states == b.states and np.array_equal(a.proportions, b.proportions)
+    assert a.effect == b.effect
+    assert all(np.array_equal(x, y) for x, y in zip(a.images, b.images, strict=True))
+    assert len(c.images) != len(a.images) or not np.array_equal(a.images[0], c.images[0])
 
 
 def test_class_proportions_and_external_cohort():
@@ -289,9 +291,9 @@ def test_morphology_separates_cell_types():
     def data(params, patients):
         x, y = [], []
         for p in patients:
-            images, types, _ = simulate_patient_images(params, p, "even")
-            x += [morphology_features(im) for im in images]
-            y += types
+            crops = simulate_patient_images(params, p, "even")
+            x += [morphology_features(im) for im in crops.images]
+            y += crops.cell_types
         return np.stack(x), np.array(y)
 
     x_train, y_train = data(even, ["A0", "A1", "A2"])

@@ -11,7 +11,15 @@ from recipe_mil.simulate.scrna import TRUTH_KEY, ScrnaSimParams, simulate_scrna_
 
 
 def test_scrna_recipes_recover_truth(tmp_path):
-    params = ScrnaSimParams(n_patients_per_class=20, n_genes=400, cells_per_patient_mean=200)
+    # data shaped as RECIPE models them: classes differ only by their cell-type proportions
+    params = ScrnaSimParams(
+        n_patients_per_class=20,
+        n_genes=400,
+        cells_per_patient_mean=200,
+        disease_only={},
+        state_shift={},
+        patient_effect_sd=0.0,
+    )
     adata = simulate_scrna_cohort(params)
     truth = adata.uns[TRUTH_KEY]
     embedding = embed_scrna(adata, ScrnaEmbedParams(n_top_genes=200, n_pcs=20))

@@ -42,7 +42,7 @@ def test_demo_layout(demo):
     assert demo.n_vars == 600 and 9000 < demo.n_obs < 13000
     assert demo.obs_names.is_unique
     assert all(b.startswith(p + "_") for b, p in zip(demo.obs_names, demo.obs["patient"], strict=True))
-    for col in ("patient", "label", "cohort", "cell_type"):
+    for col in ("patient", "label", "cohort", "cell_type", "state"):
         assert demo.obs[col].dtype == "category"
     x = demo.X.data
     assert np.all(x >= 0) and np.array_equal(x, np.round(x))
@@ -50,7 +50,9 @@ def test_demo_layout(demo):
     assert sizes.min() >= 80 and sizes.std() > 40  # bag sizes vary
     truth = demo.uns[TRUTH_KEY]
     json.dumps(truth)  # JSON-serialisable
-    assert truth["cell_types"] == [f"type_{k}" for k in range(6)]
+    # six shared cell types, then the built-in disease-only type of disease_b
+    assert truth["cell_types"] == [f"type_{k}" for k in range(6)] + ["disease_b_only"]
+    assert list(demo.obs["state"].cat.categories) == ["baseline", "shifted", "disease_only"]
     assert truth["concentration"] == 20.0
     assert set(truth["patient_proportions"]) == set(demo.obs["patient"])
 
@@ -133,9 +135,12 @@ def test_external_cohort(demo):
     assert (ext.obs["cohort"] == "external").all()
     assert list(cohort_design(ext_params)["patient"]) == [f"E{i:03d}" for i in range(16)]
     assert list(ext.var_names) == list(demo.var_names)
-    assert ext.uns[TRUTH_KEY]["marker_genes"] == demo.uns[TRUTH_KEY]["marker_genes"]
-    assert ext.uns[TRUTH_KEY]["class_mean_proportions"]["disease_a"] == pytest.approx(
-        demo.uns[TRUTH_KEY]["class_mean_proportions"]["disease_a"]
+    # the same gene programs (the external cohort has no disease_b, so no disease_b_only type)
+    ext_markers = ext.uns[TRUTH_KEY]["marker_genes"]
+    assert ext_markers == {t: demo.uns[TRUTH_KEY]["marker_genes"][t] for t in ext_markers}
+    # the same class means over the shared cell types
+    assert ext.uns[TRUTH_KEY]["class_mean_proportions"]["disease_a"][:6] == pytest.approx(
+        demo.uns[TRUTH_KEY]["class_mean_proportions"]["disease_a"][:6]
     )
     # gene means shifted by the batch effect: sd of the per-gene log ratio of a cell type's
     # mean expression, external / target, measured 0.52 with batch_shift=0.5 and 0.035 without

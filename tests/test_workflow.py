@@ -17,7 +17,8 @@ from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.methods import AUGMENTED_METHODS, METHODS
 from recipe_mil.simulate.bags import simulate_bag_cohort
-from recipe_mil.simulate.flow import FLOW_PANEL
+from recipe_mil.simulate.flow import FLOW_PANEL, event_populations
+from recipe_mil.simulate.image import read_image_truth
 from recipe_mil.simulate.scrna import ScrnaSimParams, simulate_scrna_cohort, write_h5ad_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,6 +197,11 @@ def test_end_to_end_leakage_and_outputs(tiny_run):
         assert att.groupby("patient")["attention"].sum().round(4).eq(1.0).all()
     # every rule wrote its log
     assert (work / "logs/tiny_scrna/embed_scrna.log").stat().st_size > 0
+    # the simulator's per-cell truth, carried into the bags by the embed step
+    target = ad.read_h5ad(work / "results/tiny_scrna/raw/target.h5ad")
+    bag = read_bag(work / "results/tiny_scrna/bags/P000.h5")
+    np.testing.assert_array_equal(bag.truth["cell_type"], target.obs.loc[bag.instance_ids, "cell_type"].astype(str))
+    assert set(bag.truth["state"]) <= {"baseline", "shifted", "disease_only"}
     assert len(list((work / "logs").rglob("train_mil_s*.log"))) == 3 * 2 * 2
 
 
@@ -349,6 +355,12 @@ def test_flow_and_image_modalities_end_to_end(tmp_path):
     assert ext_bag.features.shape[1] == len(FLOW_PANEL)
     smear_bag = read_bag(tmp_path / "results/tiny_smear/bags/P000.h5")
     assert smear_bag.encoder == "morphology" and smear_bag.instance_ids[0].endswith(".png")
+    # the simulators' per-instance truth, carried into the bags by the embed steps
+    events = event_populations(tmp_path / "results/tiny_flow/raw/files/target", "F000")
+    np.testing.assert_array_equal(flow_bag.truth["cell_type"], events[flow_bag.instance_ids.astype(int)])
+    crops = read_image_truth(tmp_path / "results/tiny_smear/raw/files/target").set_index("instance_id")
+    np.testing.assert_array_equal(smear_bag.truth["cell_type"], crops.loc[smear_bag.instance_ids, "cell_type"])
+    assert set(ext_bag.truth["state"]) <= {"baseline", "shifted", "disease_only"}
 
 
 def flow_user_dataset(sheet: Path) -> dict:

@@ -53,6 +53,7 @@ from recipe_mil.config_check import check_config, validate_rows  # noqa: E402
 from recipe_mil.io.h5ad import h5ad_patients  # noqa: E402
 from recipe_mil.provenance import code_version  # noqa: E402
 from recipe_mil.sheets import check_bag_files, check_sheet, load_sheet  # noqa: E402
+from recipe_mil.simulate.dataset import TRUTH_COLUMNS as SIMULATED_TRUTH_COLUMNS  # noqa: E402
 from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
 from recipe_mil.methods import FAMILY_PATTERNS, METHODS, generators_for, methods_for, scenario_family  # noqa: E402
 from recipe_mil.console import install_compact_console  # noqa: E402

@@ -1,4 +1,5 @@
 # Raw inputs to per-patient bags of instance embeddings: results/{dataset}/bags/{patient}.h5
+# Bags of simulated datasets also carry the simulator's per-instance truth (truth_cell_type, truth_state).
 
 
 for _dataset in SCRNA_DATASETS:
@@ -23,6 +24,7 @@ for _dataset in SCRNA_DATASETS:
             scrna=config["datasets"][_dataset]["scrna"],
             seed=config["seed"],
             code=code("embed_scrna.py"),
+            truth_columns=SIMULATED_TRUTH_COLUMNS if "simulate" in config["datasets"][_dataset] else [],
         script:
             "../scripts/embed_scrna.py"
 
@@ -90,6 +92,7 @@ rule embed_flow:
         flow=lambda wildcards: config["datasets"][wildcards.dataset]["flow"],
         seed=config["seed"],
         code=code("embed_flow.py"),
+        simulated=lambda wildcards: "simulate" in config["datasets"][wildcards.dataset],
     script:
         "../scripts/embed_flow.py"
 
@@ -138,6 +141,7 @@ for _dataset in IMAGE_DATASETS:
                 folders=list(_rows.loc[_patients, "path"]),
                 labels=list(_rows.loc[_patients, "label"]),
                 image={k: v for k, v in _image.items() if k != "patients_per_job"},
+                simulated="simulate" in config["datasets"][_dataset],
                 code=code("embed_image.py"),
             script:
                 "../scripts/embed_image.py"

@@ -16,5 +16,6 @@ write_scrna_bags(
     out_paths,
     params,
     external_h5ad=snakemake.input.external or None,
+    truth_columns=snakemake.params.truth_columns,
 )
 done(log, "wrote %d bags of dataset %s", len(out_paths), snakemake.params.dataset)

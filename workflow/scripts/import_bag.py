@@ -12,5 +12,6 @@ write_bag(
     patient=snakemake.wildcards.patient,
     label=snakemake.params.label,
     encoder=bag.encoder,
+    truth=bag.truth or None,
 )
 done(log, "imported %s: %d instances x %d", snakemake.input.bag, *bag.features.shape)

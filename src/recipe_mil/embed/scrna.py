@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import anndata as ad
@@ -22,7 +22,7 @@ import scanpy as sc
 import scipy.sparse as sp
 from sklearn.decomposition import PCA
 
-from recipe_mil.io.bags import write_bag
+from recipe_mil.io.bags import instance_truth, write_bag
 from recipe_mil.io.h5ad import _as_str_values, h5ad_patients
 
 logger = logging.getLogger("recipe_mil.embed.scrna")
@@ -337,6 +337,7 @@ def write_scrna_bags(
     *,
     external_h5ad: str | os.PathLike[str] | None = None,
     encoder_name: str = "scanpy-pca",
+    truth_columns: Sequence[str] = (),
 ) -> None:
     """Embed the sheet's patients and write one bag file per patient.
 
@@ -357,6 +358,10 @@ def write_scrna_bags(
         The external cohort's ``.h5ad`` file, needed when the sheet has external rows.
     encoder_name
         Stored as the bags' ``encoder`` attribute.
+    truth_columns
+        ``obs`` columns carried into every bag as per-cell ground truth (``truth_{column}``
+        datasets, see :mod:`recipe_mil.io.bags`), e.g. ``("cell_type", "state")`` of a simulated
+        cohort; empty for real data.
 
     Raises
     ------
@@ -402,10 +407,24 @@ def write_scrna_bags(
         external = _read_cohort(external_h5ad, sheet[is_ext], params)
 
     sources = {"target": str(h5ad), "external": str(external_h5ad)}
+    truth = None
+    if truth_columns:
+        parts = [(name, a) for name, a in (("target", target), ("external", external)) if a is not None]
+        for name, a in parts:
+            absent = [c for c in truth_columns if c not in a.obs.columns]
+            if absent:
+                raise ValueError(f"{sources[name]}: obs has no truth column(s) {absent}")
+        truth = pd.concat([a.obs[list(truth_columns)].astype(str) for _, a in parts])
     embeddings = embed_scrna(target, params, external=external, sources=sources)
     for row in sheet.itertuples():
         features, barcodes = embeddings[row.patient]
         write_bag(
-            out_paths[row.patient], features, barcodes, patient=row.patient, label=row.label, encoder=encoder_name
+            out_paths[row.patient],
+            features,
+            barcodes,
+            patient=row.patient,
+            label=row.label,
+            encoder=encoder_name,
+            truth=instance_truth(truth, barcodes, source=sources[row.cohort]),
         )
     logger.info("wrote %d bags (encoder %r)", len(sheet), encoder_name)

@@ -2,25 +2,27 @@
 
 A bag file is HDF5 with a dataset ``features`` (float32, n_instances x d), a dataset
 ``instance_ids`` (UTF-8 strings) and attributes ``patient``, ``label``, ``encoder`` and
-``recipe_mil_version``. Bags of simulated patients may add ``truth_cell_type`` (UTF-8
-strings, one per instance: the simulated cell type or state), which checks such as the
-clusters' agreement with the truth read; real data has none. See ``docs/method.md``.
+``recipe_mil_version``. Bags of simulated data also hold the simulator's per-instance ground
+truth as optional UTF-8 datasets ``truth_{name}`` (``truth_cell_type``, ``truth_state``), one
+value per instance; bags of real data have none.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 
 from recipe_mil import __version__
 from recipe_mil.io.atomic import atomic_path
 
-TRUTH_DATASET = "truth_cell_type"
+TRUTH_PREFIX = "truth_"
+"""Prefix of the optional per-instance ground-truth datasets of a bag file."""
 
 
 class BagFileError(ValueError):
@@ -50,7 +52,8 @@ class Bag:
     attrs
         Any further attributes stored in the file.
     truth
-        Simulated data only: each instance's true cell type (``truth_cell_type``), else None.
+        Simulated data only: name (``cell_type``, ``state``) -> one string per instance
+        (object arrays); empty for real data.
     """
 
     features: np.ndarray
@@ -59,7 +62,7 @@ class Bag:
     label: str
     encoder: str = "unknown"
     attrs: dict[str, object] = field(default_factory=dict)
-    truth: np.ndarray | None = None
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_instances(self) -> int:
@@ -76,7 +79,7 @@ def write_bag(
     label: str,
     encoder: str,
     extra_attrs: dict[str, object] | None = None,
-    truth: Sequence[str] | np.ndarray | None = None,
+    truth: Mapping[str, Sequence[str] | np.ndarray] | None = None,
 ) -> None:
     """Write one bag file atomically.
 
@@ -93,12 +96,13 @@ def write_bag(
     extra_attrs
         Further attributes to store.
     truth
-        Simulated data: each instance's true cell type, stored as ``truth_cell_type``.
+        Optional per-instance ground truth of simulated data: name -> one value per instance,
+        stored as the UTF-8 dataset ``truth_{name}``.
 
     Raises
     ------
     BagFileError
-        If the bag is empty, has non-finite values or mismatched ids.
+        If the bag is empty, has non-finite values, mismatched ids or a truth of the wrong length.
     """
     feats = np.asarray(features, dtype=np.float32)
     ids = np.asarray([str(i) for i in instance_ids], dtype=object)
@@ -111,21 +115,59 @@ def write_bag(
     if not np.isfinite(feats).all():
         bad = int((~np.isfinite(feats)).any(axis=1).sum())
         raise BagFileError(f"{path}: patient {patient!r} has {bad} instances with NaN or Inf features")
-    if truth is not None and len(truth) != feats.shape[0]:
-        raise BagFileError(f"{path}: {feats.shape[0]} feature rows but {len(truth)} truth labels")
+    truths = {name: np.asarray([str(v) for v in values], dtype=object) for name, values in (truth or {}).items()}
+    wrong = {name: len(v) for name, v in truths.items() if len(v) != feats.shape[0]}
+    if wrong:
+        raise BagFileError(f"{path}: {feats.shape[0]} instances but truth lengths {wrong}")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("features", data=feats)
         f.create_dataset("instance_ids", data=ids, dtype=h5py.string_dtype("utf-8"))
-        if truth is not None:
-            f.create_dataset(
-                TRUTH_DATASET, data=np.asarray([str(t) for t in truth], dtype=object), dtype=h5py.string_dtype("utf-8")
-            )
+        for name, values in truths.items():
+            f.create_dataset(TRUTH_PREFIX + name, data=values, dtype=h5py.string_dtype("utf-8"))
         f.attrs["patient"] = str(patient)
         f.attrs["label"] = str(label)
         f.attrs["encoder"] = str(encoder)
         f.attrs["recipe_mil_version"] = __version__
         for key, value in (extra_attrs or {}).items():
             f.attrs[key] = value
+
+
+def instance_truth(
+    table: pd.DataFrame | None, instance_ids: Sequence[str] | np.ndarray, *, source: str = ""
+) -> dict[str, np.ndarray] | None:
+    """Pick the ground truth of a bag's instances from a simulator's per-instance truth table.
+
+    Parameters
+    ----------
+    table
+        Indexed by instance id (string), one column per truth (``cell_type``, ``state``);
+        None for real data.
+    instance_ids
+        The bag's instance ids, in bag order.
+    source
+        Where the table came from, named in errors.
+
+    Returns
+    -------
+    dict[str, numpy.ndarray] or None
+        Column -> one string per instance (for :func:`write_bag`'s ``truth``); None without a table.
+
+    Raises
+    ------
+    BagFileError
+        If an instance has no row in the table.
+    """
+    if table is None:
+        return None
+    ids = [str(i) for i in instance_ids]
+    index = table.index.astype(str)
+    missing = pd.Index(ids).difference(index)
+    if len(missing):
+        raise BagFileError(
+            f"{source or 'truth table'}: no truth for {len(missing)} instance(s), e.g. {list(missing[:3])}"
+        )
+    rows = table.set_axis(index).loc[ids]
+    return {str(col): rows[col].astype(str).to_numpy(dtype=object) for col in table.columns}
 
 
 def _attr_str(value: object) -> str:
@@ -190,7 +232,11 @@ def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
                 ids = np.asarray([_attr_str(x) for x in f["instance_ids"][()]], dtype=object)
             else:
                 ids = np.asarray([str(i) for i in range(n)], dtype=object)
-            truth = np.asarray(f[TRUTH_DATASET].asstr()[()], dtype=object) if TRUTH_DATASET in f else None
+            truth = {
+                key.removeprefix(TRUTH_PREFIX): np.asarray([_attr_str(x) for x in f[key][()]], dtype=object)
+                for key in f.keys()
+                if key.startswith(TRUTH_PREFIX)
+            }
             attrs = {k: f.attrs[k] for k in f.attrs}
     except OSError as exc:
         raise BagFileError(f"{p}: cannot read HDF5 file ({exc})") from exc
@@ -199,6 +245,9 @@ def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
         raise BagFileError(f"{p}: {bad} instances have NaN or Inf features")
     if len(ids) != n:
         raise BagFileError(f"{p}: {n} feature rows but {len(ids)} instance ids")
+    wrong = {name: len(v) for name, v in truth.items() if len(v) != n}
+    if wrong:
+        raise BagFileError(f"{p}: {n} feature rows but truth lengths {wrong}")
     return Bag(
         features=feats,
         instance_ids=ids,
@@ -206,7 +255,7 @@ def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
         label=_attr_str(attrs.pop("label", "")),
         encoder=_attr_str(attrs.pop("encoder", "unknown")),
         attrs=attrs,
-        truth=truth if truth is not None and len(truth) == n else None,
+        truth=truth,
     )
 
 

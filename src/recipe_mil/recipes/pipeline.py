@@ -112,11 +112,21 @@ def learn_recipes(
     return recipes
 
 
-def truth_ari(obs: pd.DataFrame, clusters: np.ndarray) -> float | None:
-    """Return the adjusted Rand index of the clusters against the simulated cell types (None without a truth)."""
-    if "truth" not in obs:
-        return None
-    return float(adjusted_rand_score(obs["truth"].astype(str).to_numpy(), clusters))
+def truth_ari(obs: pd.DataFrame, clusters: np.ndarray) -> dict[str, float | None]:
+    """Return the adjusted Rand indices of the clusters against the simulated truth (None without one).
+
+    ``truth_ari``: against the simulated cell type; ``truth_ari_state``: against cell type and
+    state together (a shifted sub-state of a type counts as its own group).
+    """
+    out: dict[str, float | None] = {"truth_ari": None, "truth_ari_state": None}
+    if "truth_cell_type" not in obs:
+        return out
+    types = obs["truth_cell_type"].astype(str).to_numpy()
+    out["truth_ari"] = float(adjusted_rand_score(types, clusters))
+    if "truth_state" in obs:
+        states = np.char.add(np.char.add(types.astype(str), "/"), obs["truth_state"].astype(str).to_numpy().astype(str))
+        out["truth_ari_state"] = float(adjusted_rand_score(states, clusters))
+    return out
 
 
 def learn_pooled_recipe(
@@ -269,7 +279,7 @@ def fit_fold_recipes(
         "standardized": projection.standardized,
         "max_abs_correlation": projection.max_abs_correlation,
         "n_pcs": None if projection.components is None else int(projection.components.shape[1]),
-        "truth_ari": truth_ari(pool.obs, clusters),
+        **truth_ari(pool.obs, clusters),
         "align_external": config.align_external,
         "alignment_classes": [] if alignment is None else list(alignment.classes),
     }

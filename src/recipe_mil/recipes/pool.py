@@ -70,8 +70,9 @@ def build_pool(
             "instance_id": np.concatenate([b.instance_ids for b in bags]),
         }
     )
-    if bags and all(b.truth is not None for b in bags):  # simulated data: the true cell types, for checks
-        obs["truth"] = np.concatenate([b.truth for b in bags]).astype(str)
+    for name in ("cell_type", "state"):  # simulated data: the truth of every instance, for checks (truth_ari)
+        if bags and all(name in b.truth for b in bags):
+            obs[f"truth_{name}"] = np.concatenate([b.truth[name] for b in bags]).astype(str)
     obs.index = [f"{p}:{i}" for p, i in zip(obs["patient"], obs["instance_id"], strict=True)]
     for col in ("patient", "label", "cohort"):
         obs[col] = obs[col].astype("category")

@@ -32,6 +32,8 @@ def simulate_bag_cohort(
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Write one bag file per patient: instance types are Gaussian blobs, classes differ by mix.
 
+    Every bag carries its instances' type as ``truth_cell_type`` (``type_{index}``).
+
     Parameters
     ----------
     out_dir
@@ -74,7 +76,15 @@ def simulate_bag_cohort(
             t = rng.choice(k, size=n, p=rng.dirichlet(concentration * np.asarray(mean)))
             x = centres[t] + rng.normal(0, 1, size=(n, dim))
             path = out / f"{pid}.h5"
-            write_bag(path, x, [f"{pid}_{j}" for j in range(n)], patient=pid, label=cls, encoder="gaussian-blobs")
+            write_bag(
+                path,
+                x,
+                [f"{pid}_{j}" for j in range(n)],
+                patient=pid,
+                label=cls,
+                encoder="gaussian-blobs",
+                truth={"cell_type": [f"type_{i}" for i in t], "state": ["baseline"] * n},
+            )
             rows.append((pid, cls, str(path), cohort))
             types[pid] = t
     return pd.DataFrame(rows, columns=["patient", "label", "path", "cohort"]), types

@@ -1,10 +1,37 @@
-"""Pieces every simulator shares: patient ids and the cohort design."""
+"""Pieces every simulator shares: patient ids, the cohort design, bag sizes and cell states.
+
+Every simulator draws a patient the same way (:func:`draw_instances`): its instances spread over
+the cell types by proportions drawn from ``Dirichlet(concentration * m_c)`` (``m_c`` the class
+mean, see :class:`CellStates`), and each instance gets a *state*:
+
+``baseline``
+    the cell type as it is in healthy patients;
+``shifted``
+    a sub-state of a cell type shared by all classes, which a disease moves part of that type
+    to (dysplastic neutrophils, activated T cells): the same cluster then holds healthy-like
+    and disease-like cells. Per class and cell type, each instance is shifted with a fixed
+    probability (``state_shift``), and the shift's size is the simulator's
+    ``state_shift_magnitude``;
+``disease_only``
+    a cell type that exists only in one class (blasts, an aberrant phenotype): the class's
+    mean proportions put ``disease_only[class]`` of the mass on it, the other classes none.
+
+The patient-level effects (a per-patient offset of expression, fluorescence or stain) and the
+modality-specific meaning of a shift are the simulators' own; the bag size of every simulator is
+:func:`draw_bag_size`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
+
+STATES: tuple[str, ...] = ("baseline", "shifted", "disease_only")
+"""Instance states, in the order of the state codes of :func:`draw_instances`."""
 
 
 class CohortParams(Protocol):
@@ -39,3 +66,284 @@ def cohort_design(params: CohortParams) -> pd.DataFrame:
     """
     labels = [c for c in params.classes for _ in range(params.n_patients_per_class)]
     return pd.DataFrame({"patient": patient_ids(params), "label": labels, "cohort": params.cohort})
+
+
+def draw_bag_size(rng: np.random.Generator, mean: float, sd: float, low: int, high: int | None = None) -> int:
+    """Draw one patient's bag size: ``round(Normal(mean, sd))`` clipped to ``[low, high]``.
+
+    The bag size is a patient-level effect: patients of one class differ in how many cells,
+    events or crops they have, with sd ``sd`` before clipping.
+
+    Parameters
+    ----------
+    rng
+        The patient's random generator (one normal draw is consumed).
+    mean, sd
+        Mean and sd of the bag size.
+    low, high
+        Clipping bounds (``high`` None: no upper bound).
+
+    Returns
+    -------
+    int
+        The bag size.
+    """
+    n = int(round(rng.normal(mean, sd)))
+    return int(max(low, n if high is None else min(n, high)))
+
+
+def _per_class(
+    owner: str, key: str, classes: Sequence[str], given: Mapping[str, object] | None, builtin: Mapping[str, object]
+) -> dict[str, object]:
+    """Return a per-class parameter as configured (None: ``builtin`` of ``classes``), its classes checked."""
+    raw = {c: v for c, v in builtin.items() if c in classes} if given is None else dict(given)
+    unknown = sorted(set(raw) - set(classes))
+    if unknown:
+        raise ValueError(f"{owner}: {key} names class(es) {unknown} that are not among {list(classes)}")
+    return raw
+
+
+def resolve_disease_only(
+    owner: str,
+    classes: Sequence[str],
+    given: Mapping[str, float] | None,
+    builtin: Mapping[str, float],
+) -> dict[str, float]:
+    """Check and complete a ``disease_only`` parameter (class -> mean fraction of its instances).
+
+    Parameters
+    ----------
+    owner
+        The parameter class's name, for error messages.
+    classes
+        The cohort's classes.
+    given
+        The parameter as configured; None: ``builtin`` restricted to ``classes``; ``{}``: none.
+    builtin
+        The simulator's built-in defaults (keyed by known class names).
+
+    Returns
+    -------
+    dict[str, float]
+        Class -> fraction in (0, 1), classes in ``classes`` only, in the order of ``classes``.
+
+    Raises
+    ------
+    ValueError
+        If a class is unknown or a fraction is not in (0, 1).
+    """
+    raw = _per_class(owner, "disease_only", classes, given, builtin)
+    bad = {c: f for c, f in raw.items() if not 0.0 < float(f) < 1.0}  # type: ignore[arg-type]
+    if bad:
+        raise ValueError(f"{owner}: disease_only fractions must be in (0, 1), got {bad}")
+    return {c: float(raw[c]) for c in classes if c in raw}  # type: ignore[arg-type]
+
+
+def resolve_state_shift(
+    owner: str,
+    classes: Sequence[str],
+    cell_types: Sequence[str],
+    given: Mapping[str, Mapping[str, float]] | None,
+    builtin: Mapping[str, Mapping[str, float]],
+) -> dict[str, dict[str, float]]:
+    """Check and complete a ``state_shift`` parameter (class -> shared cell type -> shifted fraction).
+
+    Parameters
+    ----------
+    owner
+        The parameter class's name, for error messages.
+    classes
+        The cohort's classes.
+    cell_types
+        The shared cell types a shift may name.
+    given
+        The parameter as configured; None: ``builtin`` restricted to ``classes``; ``{}``: none.
+    builtin
+        The simulator's built-in defaults.
+
+    Returns
+    -------
+    dict[str, dict[str, float]]
+        Class -> cell type -> fraction in [0, 1], in the order of ``classes``.
+
+    Raises
+    ------
+    ValueError
+        If a class or cell type is unknown or a fraction is not in [0, 1].
+    """
+    raw = _per_class(owner, "state_shift", classes, given, builtin)
+    out: dict[str, dict[str, float]] = {}
+    for c in classes:
+        if c not in raw:
+            continue
+        types = dict(raw[c] or {})  # type: ignore[call-overload]
+        bad_types = sorted(set(types) - set(cell_types))
+        if bad_types:
+            raise ValueError(
+                f"{owner}: state_shift[{c!r}] names cell type(s) {bad_types}; shared cell types are {list(cell_types)}"
+            )
+        bad = {t: f for t, f in types.items() if not 0.0 <= float(f) <= 1.0}
+        if bad:
+            raise ValueError(f"{owner}: state_shift[{c!r}] fractions must be in [0, 1], got {bad}")
+        out[c] = {t: float(f) for t, f in types.items()}
+    return out
+
+
+def restrict_to_classes(mapping: Mapping[str, object], classes: Sequence[str]) -> dict[str, object]:
+    """Keep the entries of a per-class mapping whose class is in ``classes`` (an external cohort's subset)."""
+    return {c: v for c, v in mapping.items() if c in classes}
+
+
+@dataclass(frozen=True)
+class CellStates:
+    """A cohort's cell types and states per class.
+
+    Attributes
+    ----------
+    cell_types
+        The shared cell types, then the disease-only cell types (one per class that has one).
+    n_shared
+        How many of ``cell_types`` are shared by all classes.
+    disease_only_type
+        Class -> the name of its disease-only cell type.
+    means
+        Class -> mean proportions over ``cell_types`` (the Dirichlet mean; zero on the
+        disease-only types of the other classes).
+    shifted_fraction
+        Class -> per cell type, the probability that an instance of that type is in the
+        shifted sub-state (zero for disease-only types).
+    """
+
+    cell_types: tuple[str, ...]
+    n_shared: int
+    disease_only_type: dict[str, str]
+    means: dict[str, np.ndarray]
+    shifted_fraction: dict[str, np.ndarray]
+
+
+def disease_only_type_name(cls: str) -> str:
+    """Name of a class's disease-only cell type: ``{cls}_only``."""
+    return f"{cls}_only"
+
+
+def cell_states(
+    shared_types: Sequence[str],
+    base_means: Mapping[str, np.ndarray],
+    disease_only: Mapping[str, float] | None,
+    state_shift: Mapping[str, Mapping[str, float]] | None,
+) -> CellStates:
+    """Combine the shared cell types' class means with disease-only types and state shifts.
+
+    Parameters
+    ----------
+    shared_types
+        The cell types every class has.
+    base_means
+        Class -> mean proportions over ``shared_types`` (summing to 1); its keys are the classes.
+    disease_only
+        Class -> fraction f of its instances in its disease-only type
+        (:func:`disease_only_type_name`): the class mean becomes ``[(1 - f) * base, f]``.
+        Resolved by :func:`resolve_disease_only`; None: none.
+    state_shift
+        Class -> shared type -> shifted fraction. Resolved by :func:`resolve_state_shift`;
+        None: none.
+
+    Returns
+    -------
+    CellStates
+        The combined design.
+    """
+    classes = list(base_means)
+    disease_only, state_shift = disease_only or {}, state_shift or {}
+    do_type = {c: disease_only_type_name(c) for c in classes if c in disease_only}
+    cell_types = (*shared_types, *do_type.values())
+    k = len(shared_types)
+    means: dict[str, np.ndarray] = {}
+    shifted: dict[str, np.ndarray] = {}
+    for c in classes:
+        m = np.zeros(len(cell_types))
+        f = disease_only.get(c, 0.0)
+        m[:k] = (1.0 - f) * np.asarray(base_means[c], dtype=np.float64)
+        if c in do_type:
+            m[cell_types.index(do_type[c])] = f
+        means[c] = m / m.sum()
+        s = np.zeros(len(cell_types))
+        for t, frac in state_shift.get(c, {}).items():
+            s[list(shared_types).index(t)] = frac
+        shifted[c] = s
+    return CellStates(
+        cell_types=tuple(cell_types), n_shared=k, disease_only_type=do_type, means=means, shifted_fraction=shifted
+    )
+
+
+def draw_instances(
+    rng: np.random.Generator, states: CellStates, label: str, size: int, concentration: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw one patient's proportions, and the cell type and state of each of its instances.
+
+    Parameters
+    ----------
+    rng
+        The patient's random generator.
+    states
+        The cohort's cell states.
+    label
+        The patient's class.
+    size
+        Number of instances.
+    concentration
+        Dirichlet concentration around the class mean (only the types the class has are drawn).
+
+    Returns
+    -------
+    proportions
+        The drawn proportions over ``states.cell_types`` (zero where the class has no such type).
+    types
+        Int64 index into ``states.cell_types`` of every instance (in random order).
+    state_codes
+        Int8 index into :data:`STATES` of every instance.
+    """
+    mean = states.means[label]
+    present = np.flatnonzero(mean > 0)
+    props = np.zeros(mean.size)
+    props[present] = rng.dirichlet(concentration * mean[present])
+    types = rng.permutation(np.repeat(np.arange(mean.size), rng.multinomial(size, props)))
+    codes = np.where(types >= states.n_shared, 2, 0).astype(np.int8)
+    shifted = rng.uniform(size=size) < states.shifted_fraction[label][types]
+    codes[shifted] = 1
+    return props, types.astype(np.int64), codes
+
+
+def state_truth(states: CellStates, classes: Sequence[str], disease_only: Mapping[str, float]) -> dict[str, object]:
+    """Return the JSON-serialisable part of a cohort's truth that describes its cell states.
+
+    Parameters
+    ----------
+    states
+        The cohort's cell states.
+    classes
+        The cohort's classes.
+    disease_only
+        The resolved ``disease_only`` parameter.
+
+    Returns
+    -------
+    dict
+        ``cell_types``, ``shared_cell_types``, ``states``, ``disease_only`` (class -> fraction),
+        ``disease_only_types`` (class -> type), ``state_shift`` (class -> type -> fraction) and
+        ``class_mean_proportions`` (class -> proportions over ``cell_types``).
+    """
+    shared = list(states.cell_types[: states.n_shared])
+    return {
+        "cell_types": list(states.cell_types),
+        "shared_cell_types": shared,
+        "states": list(STATES),
+        "disease_only": {c: float(f) for c, f in disease_only.items()},
+        "disease_only_types": dict(states.disease_only_type),
+        "state_shift": {
+            c: {t: float(states.shifted_fraction[c][i]) for i, t in enumerate(shared) if states.shifted_fraction[c][i]}
+            for c in classes
+            if np.any(states.shifted_fraction[c] > 0)
+        },
+        "class_mean_proportions": {c: [float(x) for x in states.means[c]] for c in classes},
+    }

@@ -93,6 +93,10 @@ def raw_location(raw_dir: str | os.PathLike[str], modality: str, cohort: str, pa
     return str(base / f"{patient}.fcs") if modality == "flow" else str(base / patient)
 
 
+TRUTH_COLUMNS: tuple[str, ...] = ("cell_type", "state")
+"""Per-instance truth every simulator writes and the embed steps carry into the bags."""
+
+
 def simulated_sheet(
     target: Any, external: Any | None, *, modality: str = "scrna", raw_dir: str | os.PathLike[str] = ""
 ) -> pd.DataFrame:

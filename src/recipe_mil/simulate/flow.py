@@ -10,6 +10,20 @@ from ``Dirichlet(concentration * m_c)``, ``m_c`` the class mean (``healthy``; ``
 blasts; ``low_blast`` with few), its event count from a clipped normal, and a fixed fraction of
 debris on top.
 
+What a re-mix of population proportions does not capture comes on top (see
+:mod:`recipe_mil.simulate.common`):
+
+- *disease-only populations* (``disease_only``): a class's own aberrant population
+  ``{class}_only``, present only in that class: blasts with a leukaemia-associated
+  immunophenotype (``aml``: CD56+ CD19 dim, as in AML with t(8;21); ``low_blast``: CD56+ with
+  less CD45; another class: two aberrant lineage markers chosen from its name);
+- *state shifts* (``state_shift``, ``state_shift_magnitude``): in a class, a fraction of a shared
+  population moves to a shifted sub-state whose channels move by ``state_shift_magnitude``
+  (log10) times a fixed direction per population (:data:`STATE_SHIFT_DIRECTIONS`; e.g.
+  dysplastic, hypogranular granulocytes: lower SSC and CD13; activated T cells: HLA-DR on);
+- *patient effects* (``patient_effect_sd``): every file's channels get their own log10 gain
+  (sample handling, staining, day-to-day instrument drift).
+
 The detectors see the fluorochromes through a spillover matrix (stored in the file, so
 uncompensated data are visibly wrong: a CD3+ T cell shows up on the CD33 detector), plus
 electronic noise, and saturate at ``$PnR - 1``.
@@ -20,9 +34,10 @@ markers, ``$SPILLOVER``) for the target cohort; ``"beckman"`` (Navios-like: ``FS
 ``CD45 KrO``, its own spillover in a ``SPILL`` keyword, ``TIME``) for the external cohort, with
 per-channel intensity shifts. :data:`FLOW_PANEL` lists the aliases that match both.
 
-The truth (class means, patients' drawn and realised proportions, spillover, channels) is
-written to ``flow_truth.json`` and every event's population to ``flow_events.npz`` next to the
-files; :func:`read_flow_truth` and :func:`event_populations` read them back.
+The truth (populations, class means, disease-only and state-shift parameters, patients' drawn and
+realised proportions and gains, spillover, channels) is written to ``flow_truth.json`` and every
+event's population and state to ``flow_events.npz`` next to the files; :func:`read_flow_truth`,
+:func:`event_populations`, :func:`event_states` and :func:`event_truth` read them back.
 """
 
 from __future__ import annotations
@@ -40,17 +55,28 @@ import pandas as pd
 
 from recipe_mil.io.atomic import atomic_path
 from recipe_mil.seeds import derive_seed
-from recipe_mil.simulate.common import cohort_design
+from recipe_mil.simulate.common import (
+    STATES,
+    cell_states,
+    cohort_design,
+    draw_bag_size,
+    draw_instances,
+    resolve_disease_only,
+    resolve_state_shift,
+    restrict_to_classes,
+    state_truth,
+)
 
 TRUTH_FILE = "flow_truth.json"
 """Ground truth written next to the FCS files."""
 EVENTS_FILE = "flow_events.npz"
-"""Per-event population codes (index into ``truth["event_labels"]``), one array per patient."""
+"""Per-event truth, two arrays per patient: ``{patient}`` population codes (index into
+``truth["event_labels"]``) and ``{patient}.state`` state codes (index into ``truth["states"]``)."""
 
 MARKERS = ("CD45", "CD34", "CD117", "CD33", "CD13", "HLA-DR", "CD19", "CD3", "CD14", "CD56")
 """The panel's markers, in file order after ``FSC-A`` and ``SSC-A``."""
 POPULATIONS = ("t_cells", "b_cells", "nk_cells", "monocytes", "granulocytes", "blasts")
-"""Populations whose proportions define a patient (the recipe's truth)."""
+"""Populations every class has (disease-only populations ``{class}_only`` come after them)."""
 DEBRIS = "debris"
 """Label of debris events (low scatter, outside the populations' proportions)."""
 
@@ -69,6 +95,29 @@ FLOW_PANEL: list[dict[str, object]] = [
     {"marker": "CD56", "aliases": ["NCAM"]},
 ]
 """Panel (markers with aliases) matching both simulated instruments, for ``FlowEmbedParams.panel``."""
+
+_DEFAULT_DISEASE_ONLY = {"aml": 0.05}  # built-in disease_only (known class names)
+_DEFAULT_STATE_SHIFT = {"aml": {"granulocytes": 0.3}, "low_blast": {"granulocytes": 0.2}}  # built-in state_shift
+
+STATE_SHIFT_DIRECTIONS: dict[str, dict[str, float]] = {
+    "t_cells": {"HLA-DR": 3.0, "CD3": -1.0},  # activated: HLA-DR on, TCR/CD3 down
+    "b_cells": {"CD19": -1.0, "HLA-DR": 1.0},
+    "nk_cells": {"CD56": 1.0, "FSC-A": 0.3},  # CD56 bright
+    "monocytes": {"HLA-DR": -2.0, "CD14": -1.0},  # HLA-DR low (stressed/dysplastic)
+    "granulocytes": {"SSC-A": -1.0, "CD13": -1.0},  # dysplastic: hypogranular, CD13 low
+    "blasts": {"CD34": -1.0, "CD117": 1.0, "CD45": -0.5},
+}
+"""Per shared population, the channels its shifted sub-state moves and by how many times
+``state_shift_magnitude`` (log10 units; a scatter channel is multiplied by ``10**(d * m)``; a
+marker the population does not express moves from the negative level ``log10(80)``)."""
+
+# aberrant markers (log10 level) of a disease-only population on top of the blast phenotype
+_DISEASE_ONLY_PHENOTYPES = {
+    "aml": {"CD56": 3.3, "CD19": 2.9},
+    "low_blast": {"CD56": 3.0, "CD45": 2.5},
+}
+_ABERRANT_MARKERS = ("CD19", "CD56", "CD3", "CD14")  # candidates for other classes' disease-only cells
+_NEGATIVE_LOG = float(np.log10(80.0))  # log10 level a negative marker starts from when a shift turns it on
 
 _DEFAULT_CLASS_PROPORTIONS = {
     #             T     B     NK    mono  gran  blasts
@@ -186,6 +235,19 @@ class FlowSimParams:
         ``"bd"`` or ``"beckman"``: channel names, keywords and spillover (see the module doc).
     intensity_shift_sd
         Sd of a per-channel log10 gain shift of the instrument (0: none), drawn from ``seed``.
+    disease_only
+        Class -> mean fraction of its patients' (non-debris) events in its own aberrant
+        population ``{class}_only`` (see the module doc). None: the built-in ``{"aml": 0.05}``
+        (for the classes present); ``{}``: none.
+    state_shift
+        Class -> shared population -> fraction of that population's events in the shifted
+        sub-state. None: the built-in ``{"aml": {"granulocytes": 0.3}, "low_blast":
+        {"granulocytes": 0.2}}``; ``{}``: none.
+    state_shift_magnitude
+        Size of the shift in log10 units per unit of :data:`STATE_SHIFT_DIRECTIONS` (0.08: a
+        factor of 1.2 on a direction of 1; 0.3: a factor of 2).
+    patient_effect_sd
+        Sd of every patient's per-channel log10 gain (scatter and markers; 0: none).
     seed
         Seed of the patients, events and intensity shift.
     cohort
@@ -204,6 +266,10 @@ class FlowSimParams:
     debris_fraction: float = 0.03
     instrument: str = "bd"
     intensity_shift_sd: float = 0.0
+    disease_only: dict[str, float] | None = None
+    state_shift: dict[str, dict[str, float]] | None = None
+    state_shift_magnitude: float = 0.08
+    patient_effect_sd: float = 0.05
     seed: int = 0
     cohort: str = "target"
     patient_prefix: str = "F"
@@ -223,12 +289,20 @@ class FlowSimParams:
             "debris_fraction": 0 <= self.debris_fraction < 1,
             "instrument": self.instrument in _INSTRUMENTS,
             "intensity_shift_sd": self.intensity_shift_sd >= 0,
+            "state_shift_magnitude": self.state_shift_magnitude >= 0,
+            "patient_effect_sd": self.patient_effect_sd >= 0,
             "cohort": bool(self.cohort),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             detail = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
             raise ValueError(f"FlowSimParams: invalid value(s): {detail}")
+        self.disease_only = resolve_disease_only(
+            "FlowSimParams", self.classes, self.disease_only, _DEFAULT_DISEASE_ONLY
+        )
+        self.state_shift = resolve_state_shift(
+            "FlowSimParams", self.classes, POPULATIONS, self.state_shift, _DEFAULT_STATE_SHIFT
+        )
 
 
 def class_mean_proportions(params: FlowSimParams) -> dict[str, np.ndarray]:
@@ -268,6 +342,43 @@ def class_mean_proportions(params: FlowSimParams) -> dict[str, np.ndarray]:
     return out
 
 
+def population_phenotype(name: str, shift: float = 0.0) -> tuple[dict[str, float], tuple[float, float]]:
+    """Return a population's marker levels and scatter medians, optionally in its shifted sub-state.
+
+    Parameters
+    ----------
+    name
+        A shared population, ``debris`` or a disease-only population ``{class}_only`` (the
+        blast phenotype with aberrant markers, see the module doc).
+    shift
+        ``state_shift_magnitude`` for the shifted sub-state (moved along
+        :data:`STATE_SHIFT_DIRECTIONS`), 0 for the baseline.
+
+    Returns
+    -------
+    levels
+        Marker -> log10 median intensity (markers absent are negative).
+    scatter
+        (FSC, SSC) medians.
+    """
+    if name in _POPULATION_LEVELS:
+        levels, scatter = dict(_POPULATION_LEVELS[name]), list(_POPULATION_SCATTER[name])
+    else:
+        cls = name.removesuffix("_only")
+        aberrant = _DISEASE_ONLY_PHENOTYPES.get(cls)
+        if aberrant is None:
+            rng = np.random.default_rng(zlib.crc32(f"disease_only:{cls}".encode()))
+            aberrant = {str(m): 3.0 for m in rng.choice(_ABERRANT_MARKERS, size=2, replace=False)}
+        levels, scatter = {**_POPULATION_LEVELS["blasts"], **aberrant}, list(_POPULATION_SCATTER["blasts"])
+    if shift:
+        for channel, d in STATE_SHIFT_DIRECTIONS.get(name, {}).items():
+            if channel in ("FSC-A", "SSC-A"):
+                scatter[1 if channel == "SSC-A" else 0] *= 10 ** (d * shift)
+            elif channel in levels or d > 0:
+                levels[channel] = levels.get(channel, _NEGATIVE_LOG) + d * shift
+    return levels, (scatter[0], scatter[1])
+
+
 def spillover_matrix(instrument: str) -> tuple[list[str], np.ndarray]:
     """Return the spillover matrix of a simulated instrument.
 
@@ -305,24 +416,36 @@ def _channels(instrument: str) -> tuple[list[str], list[str]]:
 
 
 def _simulate_events(
-    rng: np.random.Generator, pops: np.ndarray, shift: np.ndarray, spill: np.ndarray
+    rng: np.random.Generator,
+    names: Sequence[str],
+    pops: np.ndarray,
+    codes: np.ndarray,
+    shift: np.ndarray,
+    spill: np.ndarray,
+    magnitude: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return (scatter n x 2, detector signals n x 10 in MARKERS order), before saturation."""
-    names = [*POPULATIONS, DEBRIS]
+    """Return (scatter n x 2, detector signals n x 10 in MARKERS order), before saturation.
+
+    ``names[pops[i]]`` is event i's population, ``codes[i]`` its state (1: shifted by
+    ``magnitude``); ``shift`` the per-channel gain (scatter, then MARKERS).
+    """
     n = pops.size
     true = rng.normal(_NEGATIVE_MEAN, _NEGATIVE_SD, size=(n, len(MARKERS)))
     scatter = np.empty((n, 2))
     for k, name in enumerate(names):
-        idx = np.flatnonzero(pops == k)
-        if idx.size == 0:
-            continue
-        for j, marker in enumerate(MARKERS):
-            level = _POPULATION_LEVELS[name].get(marker)
-            if level is not None:
-                true[idx, j] = 10 ** rng.normal(level, _LEVEL_SD, size=idx.size)
-        cv = 0.5 if name == DEBRIS else _SCATTER_CV
-        for j in range(2):
-            scatter[idx, j] = _POPULATION_SCATTER[name][j] * np.exp(rng.normal(0.0, cv, size=idx.size))
+        for state_shift in (0.0, magnitude):
+            in_state = (codes == 1) if state_shift else (codes != 1)
+            idx = np.flatnonzero((pops == k) & in_state)
+            if idx.size == 0:
+                continue
+            levels, medians = population_phenotype(name, state_shift)
+            for j, marker in enumerate(MARKERS):
+                level = levels.get(marker)
+                if level is not None:
+                    true[idx, j] = 10 ** rng.normal(level, _LEVEL_SD, size=idx.size)
+            cv = 0.5 if name == DEBRIS else _SCATTER_CV
+            for j in range(2):
+                scatter[idx, j] = medians[j] * np.exp(rng.normal(0.0, cv, size=idx.size))
     scatter *= shift[:2]
     true *= shift[2:]
     order = [MARKERS.index(m) for m in _SPILL_ORDER]  # spill order -> MARKERS columns
@@ -387,7 +510,8 @@ def simulate_flow_cohort(params: FlowSimParams, out_dir: str | os.PathLike[str])
     """
     out = Path(out_dir)
     design = cohort_design(params)
-    means = class_mean_proportions(params)
+    states = cell_states(POPULATIONS, class_mean_proportions(params), params.disease_only, params.state_shift)
+    names = [*states.cell_types, DEBRIS]
     pnn, pns = _channels(params.instrument)
     detectors, spill = spillover_matrix(params.instrument)
     srng = np.random.default_rng(derive_seed(params.seed, "flow-instrument", params.instrument))
@@ -400,15 +524,23 @@ def simulate_flow_cohort(params: FlowSimParams, out_dir: str | os.PathLike[str])
         **{f"p{i + 1}r": str(_RANGE) for i in range(len(pnn))},
     }
 
-    paths, n_events, drawn, realised, codes = [], {}, {}, {}, {}
+    paths, n_events, drawn, realised, gains = [], {}, {}, {}, {}
+    codes: dict[str, np.ndarray] = {}
     for patient, label in zip(design["patient"], design["label"], strict=True):
         rng = np.random.default_rng(derive_seed(params.seed, "flow-patient", params.cohort, patient))
-        props = rng.dirichlet(params.concentration * means[label])
-        n = max(params.min_events, int(round(rng.normal(params.events_mean, params.events_sd))))
+        erng = np.random.default_rng(derive_seed(params.seed, "flow-patient-effect", params.cohort, patient))
+        gain = erng.normal(0.0, params.patient_effect_sd, size=2 + len(MARKERS))
+        n = draw_bag_size(rng, params.events_mean, params.events_sd, params.min_events)
         n_debris = int(rng.binomial(n, params.debris_fraction))
-        counts = rng.multinomial(n - n_debris, props)
-        pops = rng.permutation(np.repeat(np.arange(len(POPULATIONS) + 1), [*counts, n_debris])).astype(np.int8)
-        scatter, detected = _simulate_events(rng, pops, shift, spill)
+        props, types, state_codes = draw_instances(rng, states, label, n - n_debris, params.concentration)
+        order = rng.permutation(n)  # debris interleaved with the cells
+        pops = np.full(n, len(names) - 1, dtype=np.int8)
+        event_state = np.zeros(n, dtype=np.int8)
+        pops[order[: n - n_debris]] = types
+        event_state[order[: n - n_debris]] = state_codes
+        scatter, detected = _simulate_events(
+            rng, names, pops, event_state, shift * 10**gain, spill, params.state_shift_magnitude
+        )
         time = np.sort(rng.uniform(0.0, n / _EVENT_RATE / _TIMESTEP, size=n))
         events = np.column_stack([np.clip(scatter, 0, _RANGE - 1), np.minimum(detected, _RANGE - 1), time])
         path = out / f"{patient}.fcs"
@@ -416,24 +548,33 @@ def simulate_flow_cohort(params: FlowSimParams, out_dir: str | os.PathLike[str])
         paths.append(str(path))
         n_events[patient] = n
         drawn[patient] = [float(x) for x in props]
-        realised[patient] = [float(x) for x in counts / max(1, counts.sum())]
+        realised[patient] = [
+            float(x) for x in np.bincount(types, minlength=len(states.cell_types)) / max(1, types.size)
+        ]
+        gains[patient] = [float(x) for x in gain]
         codes[patient] = pops
+        codes[f"{patient}.state"] = event_state
 
+    cell_truth = state_truth(states, params.classes, params.disease_only or {})
     truth = {
         "cohort": params.cohort,
         "instrument": params.instrument,
         "classes": list(params.classes),
-        "populations": list(POPULATIONS),
-        "event_labels": [*POPULATIONS, DEBRIS],
+        "populations": cell_truth.pop("cell_types"),
+        **cell_truth,
+        "event_labels": names,
+        "state_shift_magnitude": float(params.state_shift_magnitude),
+        "state_shift_directions": {p: STATE_SHIFT_DIRECTIONS[p] for p in POPULATIONS},
         "markers": list(MARKERS),
         "channels": {"pnn": pnn, "pns": pns},
-        "class_mean_proportions": {c: [float(x) for x in means[c]] for c in params.classes},
         "concentration": float(params.concentration),
         "debris_fraction": float(params.debris_fraction),
         "patient_labels": dict(zip(design["patient"], design["label"], strict=True)),
         "patient_n_events": n_events,
         "patient_proportions": realised,
         "patient_drawn_proportions": drawn,
+        "patient_effect_sd": float(params.patient_effect_sd),
+        "patient_effects": gains,
         "spillover": {"detectors": detectors, "matrix": spill.tolist()},
         "intensity_shift": [float(x) for x in shift],
         "seed": int(params.seed),
@@ -459,7 +600,8 @@ def external_flow_params(
     Parameters
     ----------
     params
-        The target cohort's parameters (class means, concentration and event counts are kept).
+        The target cohort's parameters (class means, concentration, event counts, patient-effect
+        sd, and the disease-only populations and state shifts of ``classes`` are kept).
     classes
         Classes present in the external cohort.
     n_patients_per_class
@@ -480,6 +622,8 @@ def external_flow_params(
         params,
         classes=tuple(classes),
         n_patients_per_class=n_patients_per_class,
+        disease_only=restrict_to_classes(params.disease_only or {}, classes),
+        state_shift=restrict_to_classes(params.state_shift or {}, classes),
         instrument=instrument,
         intensity_shift_sd=intensity_shift_sd,
         seed=params.seed + seed_offset,
@@ -505,6 +649,13 @@ def read_flow_truth(out_dir: str | os.PathLike[str]) -> dict[str, object]:
     return json.loads((Path(out_dir) / TRUTH_FILE).read_text())
 
 
+def _event_codes(out_dir: str | os.PathLike[str], key: str) -> np.ndarray:
+    with np.load(Path(out_dir) / EVENTS_FILE) as z:
+        if key not in z.files:
+            raise KeyError(f"{Path(out_dir) / EVENTS_FILE}: no simulated patient {key.split('.')[0]!r}")
+        return z[key].astype(np.int64)
+
+
 def event_populations(out_dir: str | os.PathLike[str], patient: str) -> np.ndarray:
     """Return the population of every event of one simulated patient, in file order.
 
@@ -518,10 +669,59 @@ def event_populations(out_dir: str | os.PathLike[str], patient: str) -> np.ndarr
     Returns
     -------
     numpy.ndarray
-        Strings from :data:`POPULATIONS` or ``"debris"``, one per event in the FCS file.
+        Strings from the truth's ``event_labels`` (:data:`POPULATIONS`, disease-only
+        populations, ``"debris"``), one per event in the FCS file.
     """
-    labels = np.array([*POPULATIONS, DEBRIS], dtype=object)
-    with np.load(Path(out_dir) / EVENTS_FILE) as z:
-        if patient not in z.files:
-            raise KeyError(f"{out_dir}: no simulated patient {patient!r}")
-        return labels[z[patient].astype(np.int64)]
+    labels = np.array(read_flow_truth(out_dir)["event_labels"], dtype=object)
+    return labels[_event_codes(out_dir, patient)]
+
+
+def event_states(out_dir: str | os.PathLike[str], patient: str) -> np.ndarray:
+    """Return the state (:data:`~recipe_mil.simulate.common.STATES`) of every event, in file order.
+
+    Debris events are ``baseline``.
+
+    Parameters
+    ----------
+    out_dir
+        The cohort's folder.
+    patient
+        Patient id.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``baseline``, ``shifted`` or ``disease_only``, one per event in the FCS file.
+    """
+    return np.array(STATES, dtype=object)[_event_codes(out_dir, f"{patient}.state")]
+
+
+def event_truth(out_dir: str | os.PathLike[str], patient: str) -> pd.DataFrame:
+    """Return the truth of every event of one simulated patient, indexed by event index.
+
+    Parameters
+    ----------
+    out_dir
+        The cohort's folder.
+    patient
+        Patient id.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: the event's index in the FCS file as a string (a flow bag's instance id); columns
+        ``cell_type`` (the population) and ``state``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder has no simulator truth.
+    """
+    for name in (TRUTH_FILE, EVENTS_FILE):
+        if not (Path(out_dir) / name).is_file():
+            raise FileNotFoundError(f"{Path(out_dir) / name}: no simulator truth for patient {patient!r}")
+    cell_type = event_populations(out_dir, patient)
+    return pd.DataFrame(
+        {"cell_type": cell_type, "state": event_states(out_dir, patient)},
+        index=pd.Index([str(i) for i in range(cell_type.size)], name="instance_id"),
+    )

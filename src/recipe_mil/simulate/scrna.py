@@ -1,19 +1,30 @@
 """Simulated single-cell RNA-seq cohorts with a known ground truth (docs/method.md §8).
 
 A cohort is a set of patients, each a bag of cells. Every cell belongs to one of
-``n_cell_types`` cell types; a cell type is a gene program (a mean expression profile
-over the genes, with a block of marker genes raised by ``marker_log_fold``). Counts are
-negative binomial around ``library size x profile``.
+``n_cell_types`` shared cell types or to a disease-only cell type; a cell type is a gene
+program (a mean expression profile over the genes, with a block of marker genes raised by
+``marker_log_fold``). Counts are negative binomial around ``library size x profile``.
 
-The classes differ only in how their patients' cells spread over the cell types: a
-patient of class ``c`` draws its proportions from ``Dirichlet(concentration * m_c)``
-(``m_c`` the class mean, so patients of one class differ in their mixes), its bag size
-from a clipped normal, and its cell types from a multinomial. This is exactly the
-structure RECIPE models, and the truth is stored in ``uns["recipe_mil_truth"]``.
+A patient of class ``c`` draws its cell-type proportions from ``Dirichlet(concentration * m_c)``
+(``m_c`` the class mean, so patients of one class differ in their mixes), its bag size from a
+clipped normal (:func:`~recipe_mil.simulate.common.draw_bag_size`) and its cells' types from a
+multinomial. What a re-mix of cell-type proportions does not capture comes on top
+(:mod:`recipe_mil.simulate.common` describes the states):
+
+- *disease-only cell types* (``disease_only``): a class's own gene program (``{class}_only``,
+  with its own markers), present only in that class's patients;
+- *state shifts* (``state_shift``, ``state_shift_magnitude``): in a class, a fraction of a
+  shared cell type's cells switch on a state program (``n_markers_per_type`` other genes whose
+  log means rise by ``state_shift_magnitude``), e.g. activated T cells;
+- *patient effects* (``patient_effect_sd``): every patient's log means get a per-gene offset
+  (sample handling, ambient RNA, processing batch), so one cell type looks slightly different in
+  every patient.
 
 The gene programs depend only on ``program_seed``, so a target cohort and an external
-cohort share their cell types; the external cohort adds a batch effect (a random
-per-gene and a smaller per-cell-type shift of the log means, sd ``batch_shift``).
+cohort share their cell types (disease-only and state programs included); the external cohort
+adds a batch effect (a random per-gene and a smaller per-cell-type shift of the log means, sd
+``batch_shift``). The truth is stored in ``obs`` (``cell_type``, ``state``) and in
+``uns["recipe_mil_truth"]`` (see :func:`simulate_scrna_cohort`).
 """
 
 from __future__ import annotations
@@ -29,14 +40,27 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recipe_mil.io.atomic import atomic_path
-from recipe_mil.simulate.common import cohort_design
+from recipe_mil.seeds import derive_seed
+from recipe_mil.simulate.common import (
+    STATES,
+    CellStates,
+    cell_states,
+    cohort_design,
+    draw_bag_size,
+    draw_instances,
+    resolve_disease_only,
+    resolve_state_shift,
+    restrict_to_classes,
+    state_truth,
+)
 
 TRUTH_KEY = "recipe_mil_truth"
 """Key in ``AnnData.uns`` holding the simulator's ground truth."""
 
 _DEFAULT_HEALTHY = (0.30, 0.25, 0.20, 0.13, 0.08, 0.04)
 _DEFAULT_DISEASE_TYPES = {"disease_a": (4,), "disease_b": (5,)}
-_DISEASE_SHIFT = 0.25  # mass a disease class moves onto its disease cell type(s)
+_DEFAULT_DISEASE_ONLY = {"disease_b": 0.05}  # built-in disease_only (known class names)
+_DEFAULT_STATE_SHIFT = {"disease_a": {"type_0": 0.4}}  # built-in state_shift (known class names)
 _MIN_GENERIC_PROPORTION = 0.02  # floor of a derived reference class's proportions
 _TYPE_NOISE_SD = 0.2  # sd of a cell type's non-marker deviation from the shared log means
 _BASE_LOG_SD = 1.0  # sd of the shared per-gene log means
@@ -88,6 +112,23 @@ class ScrnaSimParams:
     batch_shift
         Sd of a per-gene shift of the log means (the external cohort's "other batch");
         a per-cell-type shift with a quarter of that sd is added on top. 0: no batch effect.
+    proportion_shift
+        With the built-in class means: the mass a disease class moves onto its cell type(s),
+        taken from the other types proportionally (see :func:`class_mean_proportions`).
+    disease_only
+        Class -> mean fraction of its patients' cells in its own disease-only cell type
+        ``{class}_only`` (absent from every other class). None: the built-in
+        ``{"disease_b": 0.05}`` (for the classes present); ``{}``: none.
+    state_shift
+        Class -> shared cell type -> fraction of that type's cells in the shifted sub-state, in
+        every patient of the class. None: the built-in ``{"disease_a": {"type_0": 0.4}}``;
+        ``{}``: none.
+    state_shift_magnitude
+        Natural-log fold by which a shifted cell's state genes (``n_markers_per_type`` genes,
+        not the type's markers, one set per cell type) exceed the baseline state.
+    patient_effect_sd
+        Sd of every patient's per-gene offset of the log means (sample handling, ambient RNA,
+        processing batch), shared by all its cells. 0: none.
     """
 
     classes: tuple[str, ...] = ("healthy", "disease_a", "disease_b")
@@ -108,6 +149,11 @@ class ScrnaSimParams:
     cohort: str = "target"
     patient_prefix: str = "P"
     batch_shift: float = 0.0
+    proportion_shift: float = 0.25
+    disease_only: dict[str, float] | None = None
+    state_shift: dict[str, dict[str, float]] | None = None
+    state_shift_magnitude: float = 1.0
+    patient_effect_sd: float = 0.1
 
     def __post_init__(self) -> None:
         self.classes = tuple(str(c) for c in self.classes)
@@ -127,6 +173,9 @@ class ScrnaSimParams:
             "dispersion": self.dispersion > 0,
             "library_size_mean": self.library_size_mean > 0,
             "batch_shift": self.batch_shift >= 0,
+            "proportion_shift": 0 <= self.proportion_shift < 1,
+            "state_shift_magnitude": self.state_shift_magnitude >= 0,
+            "patient_effect_sd": self.patient_effect_sd >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -134,6 +183,14 @@ class ScrnaSimParams:
             raise ValueError(f"ScrnaSimParams: invalid value(s): {detail}")
         if not self.cohort:
             raise ValueError("ScrnaSimParams: cohort must not be empty")
+        shared = cell_type_names(self.n_cell_types)
+        builtin_shift = {c: {t: f for t, f in v.items() if t in shared} for c, v in _DEFAULT_STATE_SHIFT.items()}
+        self.disease_only = resolve_disease_only(
+            "ScrnaSimParams", self.classes, self.disease_only, _DEFAULT_DISEASE_ONLY
+        )
+        self.state_shift = resolve_state_shift(
+            "ScrnaSimParams", self.classes, shared, self.state_shift, {c: v for c, v in builtin_shift.items() if v}
+        )
 
 
 def cell_type_names(n_cell_types: int) -> list[str]:
@@ -181,12 +238,14 @@ def class_mean_proportions(params: ScrnaSimParams) -> dict[str, np.ndarray]:
 
     With ``params.class_proportions`` set, those values (normalised). Otherwise the
     built-in defaults: ``healthy`` is ``[0.30, 0.25, 0.20, 0.13, 0.08, 0.04]`` for six cell
-    types; ``disease_a`` and ``disease_b`` move 0.25 of mass onto ``type_4`` and ``type_5``
-    respectively, taken from the other types proportionally. For other class names or
+    types; ``disease_a`` and ``disease_b`` move ``proportion_shift`` (0.25) of mass onto
+    ``type_4`` and ``type_5`` respectively, taken from the other types proportionally. For other class names or
     numbers of cell types the means are derived deterministically from ``program_seed``
     and the class name (so a class has the same mean in every cohort): the reference
-    is a sorted Dirichlet draw, and each class other than ``healthy`` moves 0.25 of mass
-    onto one or two of the rarer half of the cell types.
+    is a sorted Dirichlet draw, and each class other than ``healthy`` moves
+    ``proportion_shift`` of mass onto one or two of the rarer half of the cell types.
+    These are the means over the shared cell types; a class with a disease-only cell type
+    scales them by ``1 - disease_only[class]`` (see :func:`recipe_mil.simulate.common.cell_states`).
 
     Parameters
     ----------
@@ -224,30 +283,56 @@ def class_mean_proportions(params: ScrnaSimParams) -> dict[str, np.ndarray]:
             out[c] = base.copy()
         elif k == len(_DEFAULT_HEALTHY) and c in _DEFAULT_DISEASE_TYPES:
             targets = _DEFAULT_DISEASE_TYPES[c]
-            out[c] = _move_mass(base, targets, np.full(len(targets), _DISEASE_SHIFT / len(targets)))
+            out[c] = _move_mass(base, targets, np.full(len(targets), params.proportion_shift / len(targets)))
         else:
             rng = np.random.default_rng([params.program_seed, zlib.crc32(c.encode())])
             rare = np.arange(k // 2, k)
             n_targets = int(min(rare.size, rng.integers(1, 3)))
             targets = np.sort(rng.choice(rare, size=n_targets, replace=False))
-            amounts = _DISEASE_SHIFT * rng.dirichlet(np.full(n_targets, 2.0))
+            amounts = params.proportion_shift * rng.dirichlet(np.full(n_targets, 2.0))
             out[c] = _move_mass(base, targets.tolist(), amounts)
     return out
 
 
-def _gene_programs(params: ScrnaSimParams) -> tuple[np.ndarray, np.ndarray]:
-    """Return the log mean expression of every cell type (n_cell_types x n_genes) and the marker genes."""
+def _pick_genes(rng: np.random.Generator, n_genes: int, size: int, avoid: np.ndarray) -> np.ndarray:
+    """``size`` distinct genes, outside ``avoid`` where there are enough."""
+    pool = np.setdiff1d(np.arange(n_genes), avoid)
+    if pool.size < size:
+        pool = np.arange(n_genes)
+    return np.sort(rng.choice(pool, size=min(size, pool.size), replace=False))
+
+
+def _gene_programs(
+    params: ScrnaSimParams, states: CellStates
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Return the log mean expression of every cell type (types x genes), its marker genes and state genes.
+
+    The shared types depend on ``program_seed`` only; a disease-only type and a shared type's
+    state genes on ``program_seed`` and their name, so they are the same in every cohort.
+    """
     k, g, m = params.n_cell_types, params.n_genes, params.n_markers_per_type
     rng = np.random.default_rng(params.program_seed)
     base = rng.normal(0.0, _BASE_LOG_SD, size=g)
     log_means = base[None, :] + rng.normal(0.0, _TYPE_NOISE_SD, size=(k, g))
     if k * m <= g:
-        markers = rng.permutation(g)[: k * m].reshape(k, m)
+        shared_markers = rng.permutation(g)[: k * m].reshape(k, m)
     else:
-        markers = np.stack([rng.choice(g, size=m, replace=False) for _ in range(k)])
+        shared_markers = np.stack([rng.choice(g, size=m, replace=False) for _ in range(k)])
     for t in range(k):
-        log_means[t, markers[t]] += params.marker_log_fold
-    return log_means, markers
+        log_means[t, shared_markers[t]] += params.marker_log_fold
+    markers = {states.cell_types[t]: np.sort(shared_markers[t]) for t in range(k)}
+    rows = [log_means]
+    for name in states.cell_types[k:]:
+        trng = np.random.default_rng([params.program_seed, zlib.crc32(f"disease_only:{name}".encode())])
+        row = base + trng.normal(0.0, _TYPE_NOISE_SD, size=g)
+        markers[name] = _pick_genes(trng, g, m, shared_markers.ravel())
+        row[markers[name]] += params.marker_log_fold
+        rows.append(row[None, :])
+    state_genes = {}
+    for name in states.cell_types[:k]:
+        srng = np.random.default_rng([params.program_seed, zlib.crc32(f"state:{name}".encode())])
+        state_genes[name] = _pick_genes(srng, g, m, markers[name])
+    return np.concatenate(rows), markers, state_genes
 
 
 def _softmax_rows(x: np.ndarray) -> np.ndarray:
@@ -257,6 +342,9 @@ def _softmax_rows(x: np.ndarray) -> np.ndarray:
 
 def simulate_scrna_cohort(params: ScrnaSimParams) -> ad.AnnData:
     """Simulate one scRNA-seq cohort.
+
+    Every patient has its own random stream (derived from ``seed``, the cohort and the patient
+    id), so a patient's cells do not depend on the other patients.
 
     Parameters
     ----------
@@ -268,16 +356,21 @@ def simulate_scrna_cohort(params: ScrnaSimParams) -> ad.AnnData:
     anndata.AnnData
         Raw counts (CSR, float32) in ``X``; ``var_names`` gene ids ``gene_0000``...;
         ``obs_names`` unique barcodes ``{patient}_c{index}``; categorical ``obs`` columns
-        ``patient``, ``label``, ``cohort``, ``cell_type``; ``uns["recipe_mil_truth"]`` a
-        JSON-serialisable dict with the cell types, the class means, the concentration,
-        every patient's label, bag size, drawn and realised proportions, and the marker genes.
-        Patients come in the order of :func:`cohort_design`.
+        ``patient``, ``label``, ``cohort``, ``cell_type`` (shared types ``type_k`` and
+        disease-only types ``{class}_only``) and ``state`` (``baseline``, ``shifted``,
+        ``disease_only``); ``uns["recipe_mil_truth"]`` a JSON-serialisable dict with the cell
+        types, the class means over them, the disease-only and state-shift parameters, the
+        concentration, every patient's label, bag size, drawn and realised proportions and
+        per-gene effect (``patient_effects``, log scale), the marker genes of every type and
+        the state genes of every shared type. Patients come in the order of
+        :func:`cohort_design`.
     """
     design = cohort_design(params)
-    means = class_mean_proportions(params)
-    cell_types = cell_type_names(params.n_cell_types)
+    states = cell_states(
+        cell_type_names(params.n_cell_types), class_mean_proportions(params), params.disease_only, params.state_shift
+    )
     gene_ids = [f"gene_{i:04d}" for i in range(params.n_genes)]
-    log_means, markers = _gene_programs(params)
+    log_means, markers, state_genes = _gene_programs(params, states)
     if params.batch_shift > 0:
         brng = np.random.default_rng([params.seed, zlib.crc32(b"batch")])
         log_means = (
@@ -285,39 +378,48 @@ def simulate_scrna_cohort(params: ScrnaSimParams) -> ad.AnnData:
             + brng.normal(0.0, params.batch_shift, size=(1, params.n_genes))
             + brng.normal(0.0, params.batch_shift * _TYPE_BATCH_FRACTION, size=log_means.shape)
         )
-    profiles = _softmax_rows(log_means)
+    state_log_fold = np.zeros_like(log_means)
+    for t, name in enumerate(states.cell_types[: states.n_shared]):
+        state_log_fold[t, state_genes[name]] = params.state_shift_magnitude
 
-    rng = np.random.default_rng([params.seed, zlib.crc32(b"patients")])
     blocks: list[sp.csr_matrix] = []
     obs_parts: list[pd.DataFrame] = []
     drawn: dict[str, list[float]] = {}
     realised: dict[str, list[float]] = {}
     n_cells: dict[str, int] = {}
+    effects: dict[str, list[float]] = {}
     for patient, label in zip(design["patient"], design["label"], strict=True):
-        props = rng.dirichlet(params.concentration * means[label])
-        size = int(round(rng.normal(params.cells_per_patient_mean, params.cells_per_patient_sd)))
-        size = max(params.min_cells_per_patient, size)
-        per_type = rng.multinomial(size, props)
-        types = rng.permutation(np.repeat(np.arange(params.n_cell_types), per_type))
+        rng = np.random.default_rng(derive_seed(params.seed, "simulate_scrna", params.cohort, patient))
+        erng = np.random.default_rng(derive_seed(params.seed, "scrna-patient-effect", params.cohort, patient))
+        offset = erng.normal(0.0, params.patient_effect_sd, size=params.n_genes)
+        size = draw_bag_size(
+            rng, params.cells_per_patient_mean, params.cells_per_patient_sd, params.min_cells_per_patient
+        )
+        props, types, codes = draw_instances(rng, states, label, size, params.concentration)
+        base_profiles = _softmax_rows(log_means + offset)
+        shifted_profiles = _softmax_rows(log_means + state_log_fold + offset)
+        profiles = np.where((codes == 1)[:, None], shifted_profiles[types], base_profiles[types])
         library = params.library_size_mean * np.exp(rng.normal(-0.5 * _LIBRARY_LOG_SD**2, _LIBRARY_LOG_SD, size=size))
-        mu = library[:, None] * profiles[types]
+        mu = library[:, None] * profiles
         counts = rng.poisson(rng.gamma(params.dispersion, mu / params.dispersion))
         blocks.append(sp.csr_matrix(counts.astype(np.float32)))
         obs_parts.append(
             pd.DataFrame(
-                {"patient": patient, "label": label, "cohort": params.cohort, "cell_type": types},
+                {"patient": patient, "label": label, "cohort": params.cohort, "cell_type": types, "state": codes},
                 index=[f"{patient}_c{j:04d}" for j in range(size)],
             )
         )
         drawn[patient] = [float(x) for x in props]
-        realised[patient] = [float(x) for x in per_type / size]
+        realised[patient] = [float(x) for x in np.bincount(types, minlength=len(states.cell_types)) / size]
         n_cells[patient] = size
+        effects[patient] = [float(x) for x in offset]
 
     obs = pd.concat(obs_parts)
     obs["patient"] = pd.Categorical(obs["patient"], categories=list(design["patient"]))
     obs["label"] = pd.Categorical(obs["label"], categories=list(params.classes))
     obs["cohort"] = pd.Categorical(obs["cohort"], categories=[params.cohort])
-    obs["cell_type"] = pd.Categorical.from_codes(obs["cell_type"].to_numpy(), categories=cell_types)
+    obs["cell_type"] = pd.Categorical.from_codes(obs["cell_type"].to_numpy(), categories=list(states.cell_types))
+    obs["state"] = pd.Categorical.from_codes(obs["state"].to_numpy().astype(np.int64), categories=list(STATES))
     adata = ad.AnnData(
         X=sp.vstack(blocks, format="csr").astype(np.float32),
         obs=obs,
@@ -326,14 +428,17 @@ def simulate_scrna_cohort(params: ScrnaSimParams) -> ad.AnnData:
     adata.uns[TRUTH_KEY] = {
         "cohort": params.cohort,
         "classes": list(params.classes),
-        "cell_types": cell_types,
-        "class_mean_proportions": {c: [float(x) for x in means[c]] for c in params.classes},
+        **state_truth(states, params.classes, params.disease_only or {}),
+        "state_shift_magnitude": float(params.state_shift_magnitude),
         "concentration": float(params.concentration),
         "patient_labels": dict(zip(design["patient"], design["label"], strict=True)),
         "patient_n_cells": n_cells,
         "patient_proportions": realised,
         "patient_drawn_proportions": drawn,
-        "marker_genes": {ct: [gene_ids[i] for i in markers[t]] for t, ct in enumerate(cell_types)},
+        "patient_effect_sd": float(params.patient_effect_sd),
+        "patient_effects": effects,
+        "marker_genes": {ct: [gene_ids[i] for i in markers[ct]] for ct in states.cell_types},
+        "state_genes": {ct: [gene_ids[i] for i in genes] for ct, genes in state_genes.items()},
         "seed": int(params.seed),
         "program_seed": int(params.program_seed),
         "batch_shift": float(params.batch_shift),
@@ -351,8 +456,9 @@ def external_params(
 ) -> ScrnaSimParams:
     """Parameters of an external cohort matching a target cohort.
 
-    The external cohort shares the gene programs (``program_seed``) and the class means,
-    but has its own patients (``seed + seed_offset``), a batch effect and ids ``E000``...
+    The external cohort shares the gene programs (``program_seed``), the class means, the
+    disease-only types and state shifts of its classes and the patient-effect sd, but has its
+    own patients (``seed + seed_offset``), a batch effect and ids ``E000``...
 
     Parameters
     ----------
@@ -376,6 +482,8 @@ def external_params(
         params,
         classes=tuple(classes),
         n_patients_per_class=n_patients_per_class,
+        disease_only=restrict_to_classes(params.disease_only or {}, classes),
+        state_shift=restrict_to_classes(params.state_shift or {}, classes),
         batch_shift=batch_shift,
         seed=params.seed + seed_offset,
         cohort="external",

@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 from recipe_mil.embed.flow.compensation import COMPENSATION_MODES, resolve_compensation
 from recipe_mil.embed.flow.errors import fail
 from recipe_mil.embed.flow.fcs import FcsHeader, read_fcs
 from recipe_mil.embed.flow.kinds import never_decreasing
 from recipe_mil.embed.flow.panel import PanelSpec, channel_mapping, parse_panel
-from recipe_mil.io.bags import write_bag
+from recipe_mil.io.bags import instance_truth, write_bag
 from recipe_mil.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -493,6 +494,7 @@ def write_flow_bag(
     params: FlowEmbedParams,
     features: list[str],
     dataset: int | None = None,
+    truth: pd.DataFrame | None = None,
 ) -> None:
     """Embed one FCS file and write its bag (bag format: ``recipe_mil.io.bags``).
 
@@ -511,6 +513,10 @@ def write_flow_bag(
         for every patient).
     dataset
         The data set to read, for files holding several (the sample sheet's ``dataset``).
+    truth
+        Simulated data: the file's per-event truth indexed by event index
+        (:func:`recipe_mil.simulate.flow.event_truth`), stored for the kept events as
+        ``truth_{column}`` datasets; None for real data.
 
     Raises
     ------
@@ -518,10 +524,11 @@ def write_flow_bag(
         As :func:`embed_flow_file`.
     """
     emb = embed_flow_events(fcs_path, params, features=features, seed_key=str(patient), dataset=dataset)
+    ids = [str(i) for i in emb.event_ids]
     write_bag(
         bag_path,
         emb.features,
-        [str(i) for i in emb.event_ids],
+        ids,
         patient=patient,
         label=label,
         encoder=params.encoder,
@@ -536,6 +543,7 @@ def write_flow_bag(
             "data_set": emb.data_set,
             "n_data_sets": emb.n_data_sets,
         },
+        truth=instance_truth(truth, ids, source=f"{fcs_path} (simulator truth)"),
     )
     logger.info("%s: wrote %d events x %d features to %s", fcs_path, *emb.features.shape, bag_path)
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from recipe_mil.embed.image.encoders import Encoder, MorphologyEncoder, TorchEncoder
 from recipe_mil.embed.image.morphology import morphology_feature_names
 from recipe_mil.embed.image.params import DINOBLOOM_MODELS, ImageEmbedParams, check_encoder_name
 from recipe_mil.embed.image.reading import ImageInputError, list_image_files
 from recipe_mil.embed.image.weights import EncoderWeightsError, load_network, timm_dim
-from recipe_mil.io.bags import write_bag
+from recipe_mil.io.bags import instance_truth, write_bag
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ def write_image_bag(
     label: str,
     params: ImageEmbedParams,
     encoder: Encoder | None = None,
+    truth: pd.DataFrame | None = None,
 ) -> int:
     """Embed one patient's folder and write its bag file (docs/method.md §9).
 
@@ -144,6 +146,10 @@ def write_image_bag(
         Embedding options.
     encoder
         A loaded encoder to reuse; None loads ``params.encoder``.
+    truth
+        Simulated data: the patient's per-crop truth indexed by file name
+        (:func:`recipe_mil.simulate.image.crop_truth`), stored as ``truth_{column}``
+        datasets; None for real data.
 
     Returns
     -------
@@ -164,6 +170,7 @@ def write_image_bag(
             if enc.name != "morphology"
             else None
         ),
+        truth=instance_truth(truth, ids, source=f"{folder} (simulator truth)"),
     )
     return int(features.shape[0])
 
@@ -182,12 +189,15 @@ class ImagePatient:
         The patient's folder of crops.
     bag
         The bag file to write.
+    truth
+        Simulated data: the per-crop truth (see :func:`write_image_bag`); None for real data.
     """
 
     patient: str
     label: str
     folder: str | os.PathLike[str]
     bag: str | os.PathLike[str]
+    truth: pd.DataFrame | None = None
 
 
 def _failure(p: ImagePatient, exc: Exception) -> str:
@@ -253,7 +263,9 @@ def write_image_bags(
     for p in patients:
         try:
             counts.append(
-                write_image_bag(p.folder, p.bag, patient=p.patient, label=p.label, params=params, encoder=enc)
+                write_image_bag(
+                    p.folder, p.bag, patient=p.patient, label=p.label, params=params, encoder=enc, truth=p.truth
+                )
             )
         except ImageInputError as exc:
             counts.append(0)
