@@ -94,12 +94,7 @@ def test_demo_config_dry_run_and_lint(tmp_path):
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """One end-to-end run on a simulated scRNA dataset: every scenario and method."""
-    work = tmp_path_factory.mktemp("tiny")
-    cfg, res = run_to_end(work, TINY)
-    return work, cfg, res
+# `tiny_run` (one end-to-end run of TINY, shared with tests/test_report.py) is in tests/conftest.py
 
 
 def test_end_to_end_summary_rows(tiny_run):

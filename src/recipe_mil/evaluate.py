@@ -28,6 +28,20 @@ SUMMARY_COLUMNS = [
 ]
 EXTRA_COLUMNS = ["n_per_class", "draw", "missing_class"]
 METRICS = ["balanced_accuracy", "accuracy", "macro_f1", "auroc"]
+#: columns that hold counts or indices: written as integers (an empty field where missing), never as ``2.0``
+COUNT_COLUMNS = [
+    "repeat",
+    "fold",
+    "seed",
+    "draw",
+    "n_per_class",
+    "n_real_train",
+    "n_synthetic",
+    "n_heldout",
+    "n_runs",
+    "n_resamples",
+    "n_nonzero",
+]
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -74,6 +88,59 @@ def collect_metrics(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     df = df[SUMMARY_COLUMNS + EXTRA_COLUMNS]
     order = ["dataset", "scenario", "n_per_class", "missing_class", "method", "repeat", "fold", "draw", "seed"]
     return df.sort_values(order).reset_index(drop=True)
+
+
+def integer_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` with its :data:`COUNT_COLUMNS` as nullable integers, so tables say ``2``, not ``2.0``.
+
+    Raises
+    ------
+    ValueError
+        If a count column holds a value that is not a whole number (a bug upstream, not a format question).
+    """
+    out = frame.copy()
+    for col in COUNT_COLUMNS:
+        if col not in out:
+            continue
+        values = pd.to_numeric(out[col], errors="raise")
+        whole = values.dropna()
+        if not (whole == whole.round()).all():
+            raise ValueError(
+                f"column {col!r} should hold whole numbers, got {sorted(set(whole[whole != whole.round()]))}"
+            )
+        out[col] = values.round().astype("Int64")
+    return out
+
+
+def scenario_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Split scenario ids (``low_data-n2-d0``, ``missing_class-healthy``) into the columns of ``summary.tsv``.
+
+    Per-run tables written inside a scenario's folder (``realism.tsv``) carry the scenario id; the summary carries
+    the family in ``scenario`` plus ``n_per_class``, ``draw`` and ``missing_class``. This gives a table with ids the
+    summary's columns, so the two join on ``dataset, scenario, n_per_class, draw, missing_class, repeat, fold``.
+    """
+    from recipe_mil.splits import parse_scenario  # noqa: PLC0415 - only the summary needs it
+
+    if frame.empty or "scenario" not in frame or "n_per_class" in frame:  # empty, or split already
+        return frame
+    parsed = [parse_scenario(str(s)) for s in frame["scenario"]]
+    out = frame.assign(
+        scenario=[p.name for p in parsed],
+        n_per_class=[np.nan if p.n_per_class is None else p.n_per_class for p in parsed],
+        draw=[np.nan if p.draw is None else p.draw for p in parsed],
+        missing_class=["" if p.missing is None else p.missing for p in parsed],
+    )
+    keys = [c for c in ("dataset", "scenario", *EXTRA_COLUMNS, "method", "repeat", "fold") if c in out]
+    return out[keys + [c for c in out.columns if c not in keys]]
+
+
+def in_method_order(frame: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Sort rows by ``by`` and then by method in the registry's order (:data:`recipe_mil.methods.METHODS`)."""
+    from recipe_mil.methods import METHODS  # noqa: PLC0415 - dependency-free, local to the tables
+
+    rank = {m: i for i, m in enumerate(METHODS)}
+    key = frame["method"].map(lambda m: rank.get(m, len(rank)))
+    return frame.assign(_rank=key).sort_values([*by, "_rank", "method"], kind="stable").drop(columns="_rank")
 
 
 def collect_recall(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
@@ -256,6 +323,31 @@ def scenario_label(frame: pd.DataFrame) -> pd.Series:
     return frame["scenario"].astype(str) + detail.map(lambda d: f" ({d})" if d else "")
 
 
+def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` with its key columns as strings and a readable ``label`` (:func:`scenario_label`).
+
+    Rows come in reading order: dataset, scenario family (full, low data, missing class), n per class, missing
+    class, then methods in the registry's order. The tables and the figures of the summary use it.
+    """
+    from recipe_mil.methods import SCENARIO_FAMILIES  # noqa: PLC0415 - dependency-free
+
+    out = _key_strings(frame, GROUP)
+    out["label"] = scenario_label(out)
+    family = {f: i for i, f in enumerate(SCENARIO_FAMILIES)}
+    out["_family"] = out["scenario"].map(lambda x: family.get(x, len(family)))
+    out["_n"] = pd.to_numeric(out["n_per_class"], errors="coerce")
+    return in_method_order(out, by=["dataset", "_family", "_n", "missing_class"]).drop(columns=["_family", "_n"])
+
+
+def _count(values: pd.Series) -> str:
+    """Format a count over runs: the number when every run has it, else its range (``11–12``), never ``11.5``."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return "n/a"
+    low, high = int(round(v.min())), int(round(v.max()))
+    return str(low) if low == high else f"{low}–{high}"
+
+
 def _p(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:.3g}"
 
@@ -264,8 +356,7 @@ def headline_table(summary: pd.DataFrame, comparisons: pd.DataFrame, *, metric: 
     """Return the wide table: per dataset and scenario, real_only's mean and each method's difference and interval."""
     from recipe_mil.methods import METHODS, REFERENCE  # noqa: PLC0415 - light, local to the table
 
-    s = _key_strings(summary, GROUP)
-    s["label"] = scenario_label(s)
+    s = with_labels(summary)
     methods = [m for m in METHODS if m in set(s["method"])]
     others = [m for m in methods if m != REFERENCE]
     lines = [
@@ -273,7 +364,7 @@ def headline_table(summary: pd.DataFrame, comparisons: pd.DataFrame, *, metric: 
         "|" + "---|" * (3 + len(methods)),
     ]
     comp = _key_strings(comparisons, GROUP) if len(comparisons) else comparisons
-    for (ds, label), g in s.groupby(["dataset", "label"], sort=True):
+    for (ds, label), g in s.groupby(["dataset", "label"], sort=False):
         ref = g.loc[g["method"] == REFERENCE, metric]
         cells = [ds, label, str(int((g["method"] == REFERENCE).sum())), f"{ref.mean():.3f}" if len(ref) else ""]
         key = g.iloc[0]
@@ -295,8 +386,7 @@ def summary_markdown(
 ) -> str:
     """Write the study's summary as Markdown: headline differences, means, paired statistics, recall and realism."""
     comparisons = paired_comparisons(summary)
-    s = _key_strings(summary, GROUP)
-    s["label"] = scenario_label(s)
+    s = with_labels(summary)
     n_seeds = int(summary["seed"].nunique()) if "seed" in summary and summary["seed"].notna().any() else 1
     lines = [
         "# recipe-mil summary",
@@ -323,13 +413,12 @@ def summary_markdown(
         + " |",
         "|" + "---|" * (6 + len(METRICS)),
     ]
-    for (ds, label, method), g in s.groupby(["dataset", "label", "method"], sort=True):
-        cells = [ds, label, method, str(len(g)), f"{g['n_real_train'].mean():.0f}", f"{g['n_synthetic'].mean():.0f}"]
+    for (ds, label, method), g in s.groupby(["dataset", "label", "method"], sort=False):
+        cells = [ds, label, method, str(len(g)), _count(g["n_real_train"]), _count(g["n_synthetic"])]
         cells += [_fmt(g[m]) for m in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     if len(comparisons):
-        c = _key_strings(comparisons, GROUP)
-        c["label"] = scenario_label(c)
+        c = with_labels(comparisons)
         lines += [
             "",
             "## Paired comparisons against real_only (balanced accuracy)",
@@ -353,10 +442,8 @@ def summary_markdown(
                 f"{_p(r['wilcoxon_p'])} | {mdd} |"
             )
     if recall is not None and len(recall):
-        r = _key_strings(recall, GROUP)
-        r["label"] = scenario_label(r)
-        table = r.groupby(["dataset", "label", "method", "class"])["recall"].mean().unstack("class")
-        classes = list(table.columns)
+        r = with_labels(recall)
+        classes = list(dict.fromkeys(r["class"]))  # the order the runs list them
         lines += [
             "",
             "## Recall per class (mean over runs)",
@@ -364,8 +451,9 @@ def summary_markdown(
             "| dataset | scenario | method | " + " | ".join(classes) + " |",
             "|" + "---|" * (3 + len(classes)),
         ]
-        for (ds, label, method), row in table.iterrows():
-            vals = " | ".join("" if pd.isna(row[c]) else f"{row[c]:.2f}" for c in classes)
+        for (ds, label, method), g in r.groupby(["dataset", "label", "method"], sort=False):
+            per_class = g.groupby("class")["recall"].mean()
+            vals = " | ".join(f"{per_class[c]:.2f}" if c in per_class else "" for c in classes)
             lines.append(f"| {ds} | {label} | {method} | {vals} |")
     if realism is not None and len(realism):
         cols = [
@@ -379,10 +467,11 @@ def summary_markdown(
             "mmd_instance_ref",
         ]
         cols = [c for c in cols if c in realism]
-        agg = realism.groupby(["dataset", "scenario", "method", "class"])[cols].mean().reset_index()
+        rz = with_labels(scenario_columns(realism))
+        agg = rz.groupby(["dataset", "label", "method", "class"], sort=False)[cols].mean().reset_index()
         lines += [
             "",
-            "## Realism of synthetic patients (mean over folds)",
+            "## Realism of synthetic patients (mean over folds and low-data draws)",
             "",
             "Synthetic vs real held-out (test) bags of the same class; `_ref` = real training (or, for a missing "
             "class, external) bags vs the same held-out bags. MMD² on bag means and on instances, with one kernel "
@@ -395,5 +484,5 @@ def summary_markdown(
         ]
         for rec in agg.to_dict("records"):
             vals = " | ".join(f"{rec[c]:.3f}" for c in cols)
-            lines.append(f"| {rec['dataset']} | {rec['scenario']} | {rec['method']} | {rec['class']} | {vals} |")
+            lines.append(f"| {rec['dataset']} | {rec['label']} | {rec['method']} | {rec['class']} | {vals} |")
     return "\n".join(lines) + "\n"

@@ -7,43 +7,56 @@ rule summary:
         metrics=run_outputs("metrics.json"),
         realism=run_files("realism.tsv") if any(METHODS[m].augmented for m in config["methods"]) else [],
     output:
-        tsv=report(
-            f"{RESULTS}/summary.tsv",
-            caption="../report/summary.rst",
+        html=report(
+            f"{RESULTS}/summary.html",
+            caption="../report/summary_html.rst",
             category="Results",
-            labels={"table": "summary (per run)"},
+            labels={"result": "1. summary: differences, means, tests, recall, realism"},
         ),
-        md=report(
-            f"{RESULTS}/summary.md",
-            caption="../report/summary_md.rst",
+        # the headline section alone: workflow/report/workflow.rst puts it on the report's front page
+        headline=f"{RESULTS}/headline.html",
+        md=f"{RESULTS}/summary.md",
+        differences=report(
+            f"{RESULTS}/plots/differences.png",
+            caption="../report/differences.rst",
             category="Results",
-            labels={"table": "summary (mean ± sd, tests, realism)"},
-        ),
-        recall=f"{RESULTS}/recall.tsv",
-        comparisons=report(
-            f"{RESULTS}/comparisons.tsv",
-            caption="../report/comparisons.rst",
-            category="Results",
-            labels={"table": "paired comparisons with real_only"},
-        ),
-        realism=report(
-            f"{RESULTS}/realism.tsv",
-            caption="../report/realism.rst",
-            category="Realism",
-            labels={"table": "realism (per run and class)"},
+            labels={"result": "2. differences from real_only (forest plot)"},
         ),
         plot=report(
             f"{RESULTS}/plots/metrics.png",
             caption="../report/metrics.rst",
             category="Results",
-            labels={"figure": "balanced accuracy per scenario and method"},
+            labels={"result": "3. balanced accuracy and missing-class recall"},
+        ),
+        tsv=report(
+            f"{RESULTS}/summary.tsv",
+            caption="../report/summary.rst",
+            category="Results",
+            labels={"result": "4. per run (TSV download)"},
+        ),
+        comparisons=report(
+            f"{RESULTS}/comparisons.tsv",
+            caption="../report/comparisons.rst",
+            category="Results",
+            labels={"result": "5. paired comparisons with real_only (TSV download)"},
+        ),
+        recall=f"{RESULTS}/recall.tsv",
+        realism=report(
+            f"{RESULTS}/realism.tsv",
+            caption="../report/realism.rst",
+            category="Realism",
+            labels={"result": "realism per run and class (TSV download)"},
         ),
         realism_plot=report(
             f"{RESULTS}/plots/realism.png",
             caption="../report/realism.rst",
             category="Realism",
-            labels={"figure": "realism scores"},
+            labels={"result": "realism scores (figure)"},
         ),
+        # vector copies of the figures (plots.save_figure writes one beside every PNG)
+        differences_svg=f"{RESULTS}/plots/differences.svg",
+        plot_svg=f"{RESULTS}/plots/metrics.svg",
+        realism_svg=f"{RESULTS}/plots/realism.svg",
     log:
         "logs/summary.log",
     benchmark:
@@ -97,6 +110,8 @@ rule plot_fold:
             subcategory="{dataset}",
             labels={"scenario": "{scenario}", "figure": "MC-dropout scores"},
         ),
+        # vector copies (plots.save_figure writes one beside every PNG)
+        svg=[f"{RESULTS}/{{dataset}}/plots/{{scenario}}/{name}.svg" for name in ("recipes", "umap", "attention", "uncertainty")],
     log:
         "logs/{dataset}/plots/{scenario}.log",
     benchmark:
@@ -115,5 +130,5 @@ rule plot_fold:
 onsuccess:
     summary_md = Path(rules.summary.output.md)
     if summary_md.exists():
-        print(f"\nrecipe-mil: summary table {summary_md.resolve()} (per run: {rules.summary.output.tsv})")
-        print("recipe-mil: bundle everything with `snakemake --report report.html`")
+        print(f"\nrecipe-mil: summary {Path(rules.summary.output.html).resolve()} (Markdown: {summary_md}, per run: {rules.summary.output.tsv})")
+        print("recipe-mil: bundle everything with `snakemake --report report.html` (its first page shows the headline table)")
