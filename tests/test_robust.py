@@ -275,7 +275,7 @@ def test_kill_during_training_then_resume_redoes_only_unfinished_jobs(runs):
     # the resumed run completes ...
     assert r["resumed"].returncode == 0, r["resumed"].stderr[-5000:]
     summary = pd.read_csv(work / TARGET, sep="\t")
-    assert len(summary) == 2 * 2 and set(summary["method"]) == {"real_only", "recipe"}
+    assert len(summary) == 2 * 2 * 2 and set(summary["method"]) == {"real_only", "recipe"}  # folds x methods x seeds
     # ... running exactly the jobs that had not finished: the interrupted ones and those not started yet ...
     redone, redone_finished = parse_jobs(r["resumed"].stderr)
     assert redone_finished == set(redone)

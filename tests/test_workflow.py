@@ -15,7 +15,7 @@ import yaml
 from recipe_mil.evaluate import SUMMARY_COLUMNS
 from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
-from recipe_mil.methods import AUGMENTED_METHODS, METHODS
+from recipe_mil.methods import AUGMENTED_METHODS, METHODS, methods_for
 from recipe_mil.simulate.bags import simulate_bag_cohort
 from recipe_mil.simulate.flow import FLOW_PANEL, event_populations
 from recipe_mil.simulate.image import read_image_truth
@@ -224,25 +224,23 @@ def test_console_shows_one_line_per_finished_job(tiny_run):
     lines = (res.stdout + res.stderr).splitlines()
     assert len(lines) < 100, "\n".join(lines)
     assert not [line for line in lines if "epoch" in line or "Shell command" in line]
-    jobs = [line for line in lines if re.match(r"\[\d\d:\d\d:\d\d\] \d+/39 ", line)]
-    assert len(jobs) == 39 and jobs[-1].endswith("39/39 all")
-    train = [line for line in jobs if " train_mil(dataset=tiny_scrna, " in line]
-    assert len(train) == 6
+    # simulate, embed, splits, 3 scenarios x 2 folds x (scenario_patients, recipes, generate, realism),
+    # 3 families x 2 folds x 2 seeds of training, 2 fold plots, summary, all
+    n = 3 + 6 * 4 + 12 + 2 + 2
+    jobs = [line for line in lines if re.match(rf"\[\d\d:\d\d:\d\d\] \d+/{n} ", line)]
+    assert len(jobs) == n and jobs[-1].endswith(f"{n}/{n} all")
+    train = [line for line in jobs if re.search(r" train_mil_\w+\(dataset=tiny_scrna, ", line)]
+    assert len(train) == 12
     for line in train:
         figures = re.search(r"test balanced accuracy: (.*)$", line).group(1).split(", ")
-        assert [f.split()[0] for f in figures] == [
-            "real_only",
-            "shuffle",
-            "remix",
-            "psemix",
-            "recipe",
-            "recipe_selected",
-        ]
+        family = "missing_class" if "train_mil_missing_class(" in line else "full"
+        assert [f.split()[0] for f in figures] == [m for m in METHODS if m in methods_for(list(METHODS), family)]
         assert all(0 <= float(f.split()[1]) <= 1 for f in figures)
     assert any(
-        re.search(r" recipes\(dataset=tiny_scrna, scenario=full, repeat=0, fold=0\): K=[36];", line) for line in jobs
+        re.search(r" recipes\(dataset=tiny_scrna, scenario=full, repeat=0, fold=0\): K=\d+ \(icl\);", line)
+        for line in jobs
     )
-    log = (work / "logs/tiny_scrna/full/r0f0/train_mil.log").read_text()
+    log = (work / "logs/tiny_scrna/full/r0f0/train_mil_s0.log").read_text()
     assert len(re.findall(r"epoch \d+/5 train_loss=", log)) >= 6  # at least one epoch per method, in the log
 
 
