@@ -99,7 +99,7 @@ def check_file(path: Path) -> None:
     elif path.suffix == ".png":
         with Image.open(path) as im:
             im.verify()
-    elif path.suffix == ".md":
+    elif path.suffix in (".md", ".html", ".svg"):
         assert path.read_text().strip()
     else:
         raise AssertionError(f"unexpected result file {path}")

@@ -74,7 +74,7 @@ def build_pool(
         if bags and all(name in b.truth for b in bags):
             obs[f"truth_{name}"] = np.concatenate([b.truth[name] for b in bags]).astype(str)
     obs.index = [f"{p}:{i}" for p, i in zip(obs["patient"], obs["instance_id"], strict=True)]
-    for col in ("patient", "label", "cohort"):
+    for col in obs.columns.drop("instance_id"):  # categorical, as anndata would store them (and says so)
         obs[col] = obs[col].astype("category")
     logger.info("pooled %d instances of %d patients (d=%d)", len(obs), len(sel), features.shape[1])
     return ad.AnnData(X=features, obs=obs)
