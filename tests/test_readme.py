@@ -64,3 +64,8 @@ def test_the_project_stands_alone():
     for word in ("missing_class", "real_external", "recipe_selected", "Dirichlet-multinomial", "indptr"):
         assert word in method, word
     assert "transductive" in method  # the scRNA-seq preprocessing is fitted on all target cells, label-free
+    # the README's leakage statement says it too, next to the rule, instead of claiming a leakage-free pipeline
+    readme = (REPO / "README.md").read_text()
+    readme = " ".join(readme.split())
+    rule = readme.index("never enter a pool, a GMM, a recipe or a synthetic bag")
+    assert "transductive" in readme[rule : rule + 800] and "test patients' cells included" in readme[rule : rule + 800]
