@@ -303,3 +303,13 @@ def test_c2st_permutation_p_value():
     same = c2st(rng.normal(size=(10, 4)), rng.normal(size=(10, 4)), permutations=50, seed=0)
     apart = c2st(rng.normal(size=(10, 4)), rng.normal(3, 1, size=(10, 4)), permutations=50, seed=0)
     assert same[1] > 0.1 and apart[1] < 0.05 and apart[0] > 0.9
+
+
+def test_equal_differences_up_to_rounding_have_no_interval_and_no_test():
+    # averages over seeds of equal differences differ in their last bits; that is not a noise estimate
+    d = np.array([(0.1 + 0.2) / 3 - 0.1 + 1e-3, 0.3 / 3 - 0.1 + 1e-3])
+    assert d[0] != d[1]
+    out = corrected_resampled_t(d, 1.0)
+    assert out["se"] == 0 and np.isnan(out["ci_low"]) and np.isnan(out["ci_high"]) and np.isnan(out["p"])
+    assert np.isnan(minimal_detectable_difference(out["se"], out["df"]))
+    assert corrected_resampled_t(np.array([1e-17, 0.0]), 1.0)["p"] == 1.0

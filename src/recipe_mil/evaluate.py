@@ -192,6 +192,10 @@ def resample_differences(
     return out.rename(columns={"mean": "diff", "size": "n_runs"})
 
 
+SAME_DIFFERENCE = 1e-9
+"""Differences (of balanced accuracies, averaged over seeds) closer than this are equal; smaller ones are 0."""
+
+
 def corrected_resampled_t(diffs: np.ndarray, test_train_ratio: float, *, alpha: float = 0.05) -> dict[str, float]:
     """Mean paired difference with the corrected resampled t interval (Nadeau and Bengio 2003).
 
@@ -214,7 +218,8 @@ def corrected_resampled_t(diffs: np.ndarray, test_train_ratio: float, *, alpha: 
     dict
         ``mean``, ``se`` (corrected), ``ci_low``, ``ci_high``, ``p`` (two-sided) and ``df``;
         NaN where fewer than two resamples exist. When every resample gives the same non-zero
-        difference the variance is 0 and ``p`` is NaN: there is no estimate of the noise.
+        difference (within ``SAME_DIFFERENCE``) ``se`` is 0, the interval and ``p`` are NaN: there is no
+        estimate of the noise.
     """
     d = np.asarray(diffs, dtype=float)
     nan = float("nan")
@@ -228,13 +233,16 @@ def corrected_resampled_t(diffs: np.ndarray, test_train_ratio: float, *, alpha: 
             "df": nan,
         }
     df = len(d) - 1
+    mean = float(d.mean())
+    if float(d.max() - d.min()) <= SAME_DIFFERENCE:
+        # every split gave the same difference (up to rounding: averages over seeds of equal differences can
+        # differ in the last bits): no estimate of the noise, so no interval and no test (unless it is 0)
+        p = 1.0 if abs(mean) <= SAME_DIFFERENCE else nan
+        return {"mean": mean, "se": 0.0, "ci_low": nan, "ci_high": nan, "p": p, "df": df}
     se = float(np.sqrt((1 / len(d) + test_train_ratio) * d.var(ddof=1)))
     half = float(stats.t.ppf(1 - alpha / 2, df)) * se
-    if se > 0:
-        p = float(2 * stats.t.sf(abs(d.mean()) / se, df))
-    else:  # every split gave the same difference: no estimate of the noise, so no test (unless it is 0)
-        p = 1.0 if d.mean() == 0 else float("nan")
-    return {"mean": float(d.mean()), "se": se, "ci_low": d.mean() - half, "ci_high": d.mean() + half, "p": p, "df": df}
+    p = float(2 * stats.t.sf(abs(mean) / se, df))
+    return {"mean": mean, "se": se, "ci_low": mean - half, "ci_high": mean + half, "p": p, "df": df}
 
 
 def minimal_detectable_difference(se: float, df: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -243,8 +251,8 @@ def minimal_detectable_difference(se: float, df: float, *, alpha: float = 0.05, 
     ``(t_{1-alpha/2} + t_{power}) * se`` for the observed corrected standard error: what this
     design, with this noise, can tell from zero.
     """
-    if not np.isfinite(se) or not np.isfinite(df) or df < 1:
-        return float("nan")
+    if not np.isfinite(se) or se <= 0 or not np.isfinite(df) or df < 1:
+        return float("nan")  # no noise estimate (too few splits, or every split the same): nothing to say
     return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se)
 
 
@@ -283,7 +291,7 @@ def paired_comparisons(
     for (*key, method), g in diffs.groupby([*GROUP, "method"], sort=True):
         k = int(n_folds.get(key[0], 2))
         t = corrected_resampled_t(g["diff"].to_numpy(), 1 / max(k - 1, 1), alpha=alpha)
-        nonzero = g["diff"].to_numpy()[np.abs(g["diff"].to_numpy()) > 1e-12]
+        nonzero = g["diff"].to_numpy()[np.abs(g["diff"].to_numpy()) > SAME_DIFFERENCE]
         w = float(stats.wilcoxon(nonzero).pvalue) if len(nonzero) >= 2 else float("nan")
         rows.append(
             {
@@ -375,6 +383,8 @@ def headline_table(summary: pd.DataFrame, comparisons: pd.DataFrame, *, metric: 
                 continue
             r = row.iloc[0]
             ci = f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if np.isfinite(r["ci_low"]) else ""
+            if not ci and r.get("n_resamples", 0) >= 2:
+                ci = " (same in every split: no interval)"
             star = "*" if np.isfinite(r["p_holm"]) and r["p_holm"] < 0.05 else ""
             cells.append(f"{r['mean_diff']:+.3f}{ci}{star}")
         lines.append("| " + " | ".join(cells) + " |")
