@@ -10,7 +10,7 @@ import pytest
 from recipe_mil.export import SHEET_COLUMNS, pool_instance_ids, write_synthetic_bags
 from recipe_mil.recipes.generate import SyntheticSet
 from recipe_mil.simulate.bags import simulate_bag_cohort
-from test_workflow import CI_PROFILE, TINY, snakemake, write_config
+from test_workflow import CI_PROFILE, TINY, bags_study, snakemake, write_config
 
 
 def real_rows(sheet: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -36,18 +36,7 @@ def check_provenance(bag: h5py.File, real: dict[str, tuple[np.ndarray, np.ndarra
 
 
 def test_export_rule_writes_h5_bags_and_sheet(tmp_path):
-    sheet, _ = simulate_bag_cohort(tmp_path / "input_bags", n_per_class=6, dim=6, size_range=(30, 50), seed=3)
-    sheet.to_csv(tmp_path / "bags.tsv", sep="\t", index=False)
-    config = {
-        **TINY,
-        "datasets": {
-            "bags": {"modality": "bags", "classes": ["healthy", "disease"], "samples": str(tmp_path / "bags.tsv")}
-        },
-        "scenarios": {"full": True},
-        "methods": ["real_only", "recipe"],
-        "generate": {"n_per_class": 3},
-        "export": True,
-    }
+    sheet, config = bags_study(tmp_path, generate={"n_per_class": 3}, export=True)
     cfg = write_config(tmp_path, config)
     # the export targets alone: pools, recipes and generation run, no training
     targets = [f"results/bags/export/recipe/r0f{f}/samples.tsv" for f in (0, 1)]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from recipe_mil.io.atomic import atomic_path
@@ -68,13 +68,7 @@ def _train(args: argparse.Namespace) -> None:
     sheet = read_cohort_sheet(args.sheet)
     synthetic = None if args.synthetic is None else read_cohort_sheet(args.synthetic)
     config = TrainConfig(
-        hidden=args.hidden,
-        attention_dim=args.attention_dim,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
+        **{name: getattr(args, name) for name, _, _ in TRAIN_OPTIONS}, seed=args.seed, device=args.device
     )
     log = logging.getLogger("recipe_mil.cli")
     model, classes = train_final_model(sheet, config, synthetic=synthetic, classes=args.classes, log=log.info)
@@ -106,6 +100,35 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"predicted {len(pred)} patients: {args.out}; attention per instance: {attention}")
 
 
+TRAIN_OPTIONS: tuple[tuple[str, type, float], ...] = (
+    ("epochs", int, 40),
+    ("hidden", int, 64),
+    ("attention_dim", int, 32),
+    ("batch_size", int, 8),
+    ("lr", float, 5e-4),
+)
+"""``recipe-mil train`` options passed to :class:`recipe_mil.mil.TrainConfig` (the workflow's ``mil`` defaults)."""
+
+
+def _command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    run: Callable[[argparse.Namespace], None],
+    summary: str,
+    description: str,
+    sheet_help: str,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=summary, description=description)
+    parser.add_argument("sheet", help=sheet_help)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _seed_and_device(parser: argparse.ArgumentParser, device_help: str) -> None:
+    parser.add_argument("--device", default="cpu", help=device_help)
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``recipe-mil``."""
     parser = argparse.ArgumentParser(
@@ -116,14 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser(
+    gen = _command(
+        sub,
         "generate",
-        help="write synthetic patients as bag files",
-        description="Learn class recipes from every patient of a sheet of bag files and write synthetic patients "
+        _generate,
+        "write synthetic patients as bag files",
+        "Learn class recipes from every patient of a sheet of bag files and write synthetic patients "
         "(OUT/bags/*.h5 with a 'features' dataset, OUT/samples.tsv with labels and source patients, "
         "OUT/recipes.json). Relative bag paths are resolved against the sheet's folder.",
+        "TSV sheet: patient, label, path (.h5 bag with a 'features' dataset)",
     )
-    gen.add_argument("sheet", help="TSV sheet: patient, label, path (.h5 bag with a 'features' dataset)")
     gen.add_argument("--n-per-class", type=int, required=True, help="synthetic patients per class")
     gen.add_argument("--out", required=True, help="output folder")
     gen.add_argument("--missing-class", help="a class the sheet lacks, learned from --external")
@@ -135,41 +160,37 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--n-pcs", type=int, default=16, help="principal components before the GMM (0: none)")
     gen.add_argument("--instance-source", default="class", choices=["class", "target", "pool", "external"])
     gen.add_argument("--missing-class-source", default="target", choices=["class", "target", "pool", "external"])
-    gen.add_argument("--device", default="cpu", help="GMM device (cpu, cuda, auto)")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.set_defaults(run=_generate)
+    _seed_and_device(gen, "GMM device: cpu, cuda or auto")
 
-    tr = sub.add_parser(
+    tr = _command(
+        sub,
         "train",
-        help="train a final attention-MIL model on all patients",
-        description="Train the gated attention MIL on every real patient of SHEET (plus the synthetic patients of "
+        _train,
+        "train a final attention-MIL model on all patients",
+        "Train the gated attention MIL on every real patient of SHEET (plus the synthetic patients of "
         "--synthetic): no patient is held out, every epoch runs and the last state is kept.",
+        "TSV sheet of real patients: patient, label, path",
     )
-    tr.add_argument("sheet", help="TSV sheet of real patients: patient, label, path")
     tr.add_argument("--synthetic", help="samples.tsv written by recipe-mil generate")
     tr.add_argument("--out", default=DEFAULT_MODEL, help=f"model file (default {DEFAULT_MODEL})")
     tr.add_argument("--classes", nargs="+", help="class order of the probabilities (default: sorted labels)")
-    tr.add_argument("--epochs", type=int, default=40)
-    tr.add_argument("--hidden", type=int, default=64)
-    tr.add_argument("--attention-dim", type=int, default=32)
-    tr.add_argument("--batch-size", type=int, default=8)
-    tr.add_argument("--lr", type=float, default=5e-4)
-    tr.add_argument("--device", default="cpu", help="cpu (deterministic), cuda or auto")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.set_defaults(run=_train)
+    for name, kind, default in TRAIN_OPTIONS:
+        tr.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=f"default {default}")
+    _seed_and_device(tr, "cpu (deterministic), cuda or auto")
 
-    pr = sub.add_parser(
+    pr = _command(
+        sub,
         "predict",
-        help="predict new patients from their bags",
-        description="Class probabilities of new patients (columns patient, predicted, prob_<class>; label when "
+        _predict,
+        "predict new patients from their bags",
+        "Class probabilities of new patients (columns patient, predicted, prob_<class>; label when "
         "the sheet has one) and the attention of every instance (patient, instance_id, attention).",
+        "TSV sheet of new patients: patient, path (label optional)",
     )
-    pr.add_argument("sheet", help="TSV sheet of new patients: patient, path (label optional)")
     pr.add_argument("--model", default=DEFAULT_MODEL, help="model written by recipe-mil train")
     pr.add_argument("--out", default="predictions.tsv", help="predictions TSV")
     pr.add_argument("--attention", help="attention TSV (default: <out stem>_attention.tsv)")
     pr.add_argument("--device", default="cpu")
-    pr.set_defaults(run=_predict)
     return parser
 
 
