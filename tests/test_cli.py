@@ -103,6 +103,13 @@ def test_generate_train_predict(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "trained on 10 real + 8 synthetic patients" in res.stdout
     assert (tmp_path / "model.pt").stat().st_size > 1000
+    # deterministic on the CPU: the same seed trains the same model, byte for byte
+    again = recipe_mil(
+        "train", "cohort.tsv", "--synthetic", "synthetic/samples.tsv", "--out", "again.pt", "--epochs", "3",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "model.pt").read_bytes()
 
     # new patients, without labels
     new = cohort(tmp_path, ["healthy", "disease_a"], prefix="N", seed=11, n=2)
