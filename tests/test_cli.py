@@ -155,6 +155,9 @@ def test_generate_missing_class_from_an_external_cohort(tmp_path):
 
     res = recipe_mil("generate", "target.tsv", "--n-per-class", "3", "--out", "x", "--missing-class", "y", cwd=tmp_path)
     assert res.returncode != 0 and "--missing-class and --external go together" in res.stderr
+    (tmp_path / "bad.tsv").write_text("patient\tlabel\tpath\na:b\thealthy\tbags/healthy_00.h5\n")
+    res = recipe_mil("generate", "bad.tsv", "--n-per-class", "3", "--out", "x", cwd=tmp_path)
+    assert res.returncode == 1 and "patient ids ['a:b'] are not plain names" in res.stderr
 
 
 def readme_python_example() -> str:

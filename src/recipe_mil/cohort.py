@@ -27,6 +27,7 @@ from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import write_recipes
 from recipe_mil.io.tables import read_tsv
 from recipe_mil.mil import BagCollection, GatedAttentionMIL, TrainConfig, concat_collections, fit_mil
+from recipe_mil.names import SAFE_NAME_RULE, is_safe_name
 from recipe_mil.recipes.generate import INSTANCE_SOURCES, SyntheticSet
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
 from recipe_mil.recipes.recipes import ClassRecipe
@@ -71,7 +72,7 @@ def read_cohort_sheet(path: str | os.PathLike[str], *, cohort: str = "target", l
     Raises
     ------
     SampleSheetError
-        If the sheet is malformed, a patient id repeats, or a bag file cannot be read or has
+        If the sheet is malformed, a patient id repeats or is no plain name, or a bag file cannot be read or has
         another embedding width than the others.
     """
     p = Path(path)
@@ -87,7 +88,12 @@ def read_cohort_sheet(path: str | os.PathLike[str], *, cohort: str = "target", l
     sheet["path"] = _resolve(sheet["path"], p.parent)
     sheet["cohort"] = cohort
     dup = sheet["patient"].duplicated(keep=False)
-    raise_problems(str(p), [f"patient ids repeat: {sorted(set(sheet.loc[dup, 'patient']))}"] if dup.any() else [])
+    unsafe = sorted(str(x) for x in sheet["patient"] if not is_safe_name(x))  # ids name files and provenance
+    raise_problems(
+        str(p),
+        ([f"patient ids repeat: {sorted(set(sheet.loc[dup, 'patient']))}"] if dup.any() else [])
+        + ([f"patient ids {unsafe} are not plain names ({SAFE_NAME_RULE})"] if unsafe else []),
+    )
     check_bag_files(sheet.reset_index(drop=True), source=str(p))
     return sheet.reset_index(drop=True)
 
