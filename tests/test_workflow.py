@@ -200,7 +200,9 @@ def test_end_to_end_leakage_and_outputs(tiny_run):
     assert len(list((work / "logs").rglob("train_mil_s*.log"))) == 3 * 2 * 2
 
 
-def test_bags_modality_end_to_end(tmp_path):
+def bags_study(tmp_path: Path, **patch) -> tuple[pd.DataFrame, dict]:
+    """A simulated cohort of bag files in ``tmp_path`` (dataset ``bags``) and a TINY config of its full scenario
+    with real_only and recipe; ``patch`` adds or replaces top-level keys."""
     sheet, _ = simulate_bag_cohort(tmp_path / "input_bags", n_per_class=6, dim=6, size_range=(40, 80), seed=2)
     sheet.to_csv(tmp_path / "bags.tsv", sep="\t", index=False)
     config = {
@@ -211,7 +213,11 @@ def test_bags_modality_end_to_end(tmp_path):
         "scenarios": {"full": True},
         "methods": ["real_only", "recipe"],
     }
-    run_to_end(tmp_path, config)
+    return sheet, {**config, **patch}
+
+
+def test_bags_modality_end_to_end(tmp_path):
+    run_to_end(tmp_path, bags_study(tmp_path)[1])
     summary = pd.read_csv(tmp_path / "results/summary.tsv", sep="\t")
     assert len(summary) == 8 and set(summary["method"]) == {"real_only", "recipe"}
     bag = read_bag(tmp_path / "results/bags/bags/healthy_00.h5")

@@ -62,15 +62,22 @@ class RunResult:
     model: GatedAttentionMIL
 
 
-def save_model(model: GatedAttentionMIL, path: str | os.PathLike[str]) -> None:
+def save_model(
+    model: GatedAttentionMIL, path: str | os.PathLike[str], *, meta: Mapping[str, object] | None = None
+) -> None:
     """Save a MIL model's weights and architecture atomically.
 
     The same model gives the same bytes: serialised to memory first, because ``torch.save``
     names the archive's records after the file it writes (here a random temporary name).
+    ``meta`` (plain values: strings, numbers, lists, dicts) is stored beside the weights, e.g.
+    the class names of the probability columns; :func:`model_meta` reads it back.
     """
     arch = {k: getattr(model, k) for k in ("in_dim", "n_classes", "hidden", "attention_dim")}
+    doc: dict[str, object] = {"arch": arch, "dropout": model.dropout_p, "state_dict": model.state_dict()}
+    if meta is not None:
+        doc["meta"] = dict(meta)
     buffer = io.BytesIO()
-    torch.save({"arch": arch, "dropout": model.dropout_p, "state_dict": model.state_dict()}, buffer)
+    torch.save(doc, buffer)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
 
@@ -81,6 +88,11 @@ def load_model(path: str | os.PathLike[str]) -> GatedAttentionMIL:
     model = GatedAttentionMIL(**doc["arch"], dropout=doc["dropout"])
     model.load_state_dict(doc["state_dict"])
     return model.eval()
+
+
+def model_meta(path: str | os.PathLike[str]) -> dict[str, object]:
+    """Return the ``meta`` a model file was saved with (empty if none)."""
+    return dict(torch.load(path, map_location="cpu", weights_only=True).get("meta", {}))
 
 
 def real_collection(
@@ -255,7 +267,9 @@ def evaluate_on_test(
     model: GatedAttentionMIL, data: FoldData, *, device: str
 ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Predictions, metrics (with per-class recall) and attention on the fold's real test patients."""
-    probs, attention = predict(model, data.test, device=device)
+    pred, att, probs = prediction_tables(
+        model, data.test, data.test_patients, data.test_ids, data.classes, device=device
+    )
     metrics: dict[str, object] = classification_metrics(data.test.labels, probs, len(data.classes))
     pred_idx = probs.argmax(axis=1)
     metrics["recall"] = {
@@ -263,20 +277,58 @@ def evaluate_on_test(
         for j, c in enumerate(data.classes)
         if (data.test.labels == j).any()
     }
-    tp = data.test_patients
-    pred = pd.DataFrame(
-        {"patient": tp["patient"], "label": tp["label"], "predicted": [data.classes[i] for i in pred_idx]}
-    )
-    for j, c in enumerate(data.classes):
+    return pred, metrics, att
+
+
+def prediction_tables(
+    model: GatedAttentionMIL,
+    bags: BagCollection,
+    patients: pd.DataFrame,
+    instance_ids: Sequence[np.ndarray],
+    classes: Sequence[str],
+    *,
+    device: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Score bags with every instance: the predictions table, the attention table and the probabilities.
+
+    Parameters
+    ----------
+    model
+        A trained model.
+    bags
+        The patients' bags, in ``patients`` order.
+    patients
+        Column ``patient`` and, when known, ``label`` (copied to the predictions).
+    instance_ids
+        Per bag, its instance ids.
+    classes
+        Class names, in the model's output order.
+    device
+        Device name.
+
+    Returns
+    -------
+    predictions
+        One row per patient: ``patient``, [``label``], ``predicted`` and ``prob_<class>`` per class.
+    attention
+        One row per instance: ``patient, instance_id, attention`` (a bag's attention sums to 1).
+    probs
+        Float32 array (n_bags, n_classes).
+    """
+    probs, attention = predict(model, bags, device=device)
+    keep = [c for c in ("patient", "label") if c in patients]
+    pred = patients[keep].reset_index(drop=True)
+    pred["predicted"] = [classes[i] for i in probs.argmax(axis=1)]
+    for j, c in enumerate(classes):
         pred[f"prob_{c}"] = probs[:, j]
     att = pd.DataFrame(
         {
-            "patient": np.repeat(tp["patient"].to_numpy(), [len(a) for a in attention]),
-            "instance_id": np.concatenate(data.test_ids) if data.test_ids else np.array([], dtype=object),
+            "patient": np.repeat(patients["patient"].to_numpy(), [len(a) for a in attention]),
+            "instance_id": np.concatenate(instance_ids) if len(instance_ids) else np.array([], dtype=object),
             "attention": np.concatenate(attention) if attention else np.array([], dtype=np.float32),
         }
     )
-    return pred, metrics, att
+    return pred, att, probs
 
 
 def cross_fit_scores(

@@ -55,7 +55,14 @@ from recipe_mil.provenance import code_version  # noqa: E402
 from recipe_mil.sheets import check_bag_files, check_sheet, load_sheet  # noqa: E402
 from recipe_mil.simulate.dataset import TRUTH_COLUMNS as SIMULATED_TRUTH_COLUMNS  # noqa: E402
 from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
-from recipe_mil.methods import FAMILY_PATTERNS, METHODS, generators_for, methods_for, scenario_family  # noqa: E402
+from recipe_mil.methods import (  # noqa: E402
+    AUGMENTED_METHODS,
+    FAMILY_PATTERNS,
+    METHODS,
+    generators_for,
+    methods_for,
+    scenario_family,
+)
 from recipe_mil.console import install_compact_console  # noqa: E402
 from recipe_mil.splits import SCENARIO_PATTERN, make_splits  # noqa: E402
 
@@ -232,7 +239,25 @@ def check_alignment(dataset):
             )
 
 
+def export_methods():
+    """Methods whose synthetic patients ``export: true`` writes as bag files: the augmented methods of ``full``."""
+    return [m for m in methods_for(config["methods"], "full") if METHODS[m].augmented]
+
+
+def check_export():
+    """Fail before any job runs if ``export: true`` has nothing to export (it exports the ``full`` scenario)."""
+    if not config["export"]:
+        return
+    if not config["scenarios"]["full"]:
+        raise ValueError(
+            "config: export: true exports the synthetic patients of the full scenario; set scenarios.full: true"
+        )
+    if not export_methods():
+        raise ValueError(f"config: export: true but no method of {config['methods']} makes synthetic patients")
+
+
 check_missing_class_names()
+check_export()
 for _ds in SHEETS:
     check_low_data(_ds)
     check_missing_class(_ds)
@@ -359,6 +384,30 @@ def run_outputs(name):
         for f in range(s["n_folds"])
         for m in scenario_methods(sc)
         for seed in SEEDS
+    ]
+
+
+def export_synthetic_input(wildcards):
+    """The pool and the synthetic patients of one method in one fold of the full scenario (selection of seed 0)."""
+    run = f"{RESULTS}/{wildcards.dataset}/full/r{wildcards.repeat}f{wildcards.fold}"
+    spec = METHODS[wildcards.method]
+    return {
+        "pool": f"{run}/pool.h5ad",
+        "synthetic": selected_path(run, 0) if spec.selected else f"{run}/synthetic/{spec.generator}.h5",
+    }
+
+
+def export_files():
+    """The export sample sheets of every dataset, augmented method and fold of ``full`` (none unless ``export``)."""
+    if not config["export"]:
+        return []
+    s = config["splits"]
+    return [
+        f"{RESULTS}/{ds}/export/{m}/r{r}f{f}/samples.tsv"
+        for ds in SHEETS
+        for m in export_methods()
+        for r in range(s["n_repeats"])
+        for f in range(s["n_folds"])
     ]
 
 
