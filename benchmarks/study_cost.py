@@ -18,7 +18,9 @@ A job's cost grows with its data, so each measured per-job cost is scaled to the
   external cohort) between the target and the measured config; training and generation jobs of ``full`` and
   ``missing_class`` folds by the ratio of (patients per dataset + synthetic patients per class);
 * ``low_data`` jobs: by the ratio of (real training patients per class + synthetic patients per class);
-* training jobs: also by the ratio of the ``mil.epochs`` caps (early stopping makes this an upper bound).
+* training jobs: also by the ratio of the ``mil.epochs`` caps (early stopping makes this an upper bound);
+* realism jobs: also by the ratio of ``realism.c2st_permutations`` + 1 (one classifier fit each);
+* per-patient jobs (``embed_flow``, ``import_bag``) are not scaled; image batches by patients per batch job.
 
 The scaling is linear in bags: an assumption, printed with the result. The estimate is CPU seconds divided by the
 cores (the workflow keeps both cores busy only while two jobs are ready, so wall time is longer); it is an estimate,
@@ -39,6 +41,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("full", "low_data", "missing_class")
+# benchmark folders with one TSV per patient, batch or scenario: the folder names the rule family
+PER_ITEM_DIRS = {
+    "embed_flow": "embed_flow", "import_bag": "import_bag", "embed_image": "embed_image", "plots": "plot_fold",
+}
+# rule families with one job per patient: their cost does not grow with the cohort
+PER_PATIENT = {"embed_flow", "import_bag"}
 
 
 def job_counts(config: Path, saved: Path | None) -> dict[str, int]:
@@ -53,9 +61,10 @@ def job_counts(config: Path, saved: Path | None) -> dict[str, int]:
             ]
             text = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     counts: dict[str, int] = {}
-    for line in text.splitlines():
+    table = text.split("Job stats:", 1)[-1].split("\ntotal", 1)[0]
+    for line in table.splitlines():
         m = re.fullmatch(r"\s*([A-Za-z_][\w]*)\s+(\d+)\s*", line)
-        if m and m.group(1) not in ("job", "total"):
+        if m and m.group(1) != "job":
             counts[m.group(1)] = int(m.group(2))
     if not counts:
         raise SystemExit(f"no job counts found in the dry run of {config}:\n{text[-2000:]}")
@@ -67,9 +76,7 @@ def measured_costs(run: Path) -> pd.DataFrame:
     rows = []
     for tsv in sorted((run / "benchmarks").rglob("*.tsv")):
         rel = tsv.relative_to(run / "benchmarks").parts
-        family = re.sub(r"_s\d+$|^batch\d+$", "", tsv.stem) or rel[-2]
-        if tsv.stem.startswith("batch"):
-            family = rel[-2]
+        family = PER_ITEM_DIRS.get(rel[-2], re.sub(r"_s\d+$", "", tsv.stem)) if len(rel) > 1 else tsv.stem
         kind = next((k for k in KINDS if any(p.startswith(k) for p in rel)), "dataset")
         cpu = float(pd.read_csv(tsv, sep="\t")["cpu_time"].iloc[0])
         rows.append({"family": family, "kind": kind, "dataset": rel[0] if len(rel) > 1 else "", "cpu_s": cpu})
@@ -94,6 +101,7 @@ def _sizes(cfg: dict) -> dict[str, float]:
         "synthetic": float(cfg.get("generate", {}).get("n_per_class", 10)),
         "low_real": sum(n_low) / len(n_low),
         "epochs": float(cfg.get("mil", {}).get("epochs", 150)),
+        "permutations": float(cfg.get("realism", {}).get("c2st_permutations", 0)),
     }
 
 
@@ -126,8 +134,15 @@ def estimate(counts: dict[str, int], costs: pd.DataFrame, target: dict, measured
             scale = t["patients"] / m["patients"]
             if fam in ("train_mil", "generate"):
                 scale = (t["patients"] + t["synthetic"]) / (m["patients"] + m["synthetic"])
+        if fam in PER_PATIENT:
+            scale = 1.0
+        if fam == "embed_image":  # patients per batch job
+            n_batches = sum(v for k, v in counts.items() if k.startswith("embed_image"))
+            scale *= max(int((costs.family == "embed_image").sum()), 1) / max(n_batches, 1)
         if fam == "train_mil":
             scale *= t["epochs"] / m["epochs"]
+        if fam == "realism":  # one classifier fit per permutation and class
+            scale *= (t["permutations"] + 1) / (m["permutations"] + 1)
         out.append({"rule": rule, "jobs": n, "cpu_s_per_job": per_job, "scale": scale, "cpu_s": n * per_job * scale})
     return pd.DataFrame(out)
 
