@@ -43,7 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("full", "low_data", "missing_class")
 # benchmark folders with one TSV per patient, batch or scenario: the folder names the rule family
 PER_ITEM_DIRS = {
-    "embed_flow": "embed_flow", "import_bag": "import_bag", "embed_image": "embed_image", "plots": "plot_fold",
+    "embed_flow": "embed_flow",
+    "import_bag": "import_bag",
+    "embed_image": "embed_image",
+    "plots": "plot_fold",
 }
 # rule families with one job per patient: their cost does not grow with the cohort
 PER_PATIENT = {"embed_flow", "import_bag"}
@@ -56,8 +59,20 @@ def job_counts(config: Path, saved: Path | None) -> dict[str, int]:
     else:
         with tempfile.TemporaryDirectory() as work:
             cmd = [
-                sys.executable, "-m", "snakemake", "--dry-run", "--quiet", "rules", "-s", str(ROOT / "Snakefile"),
-                "--directory", work, "--configfile", str(config.resolve()), "--config", "console=snakemake",
+                sys.executable,
+                "-m",
+                "snakemake",
+                "--dry-run",
+                "--quiet",
+                "rules",
+                "-s",
+                str(ROOT / "Snakefile"),
+                "--directory",
+                work,
+                "--configfile",
+                str(config.resolve()),
+                "--config",
+                "console=snakemake",
             ]
             text = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT).stdout
     counts: dict[str, int] = {}

@@ -134,3 +134,22 @@ def test_synthetic_collection_uses_own_features_and_soft_targets(pool):
     coll = synthetic_collection(mixed, pool.X, ["healthy", "disease"])
     np.testing.assert_allclose(coll.soft_targets, mixed.soft_targets)
     np.testing.assert_array_equal(coll.features[coll.bag_indices[1]], pool.X[mixed.bags()[1]])
+
+
+def test_realism_reference_c2st_is_computed_once_per_class_and_run(monkeypatch):
+    import recipe_mil.realism as realism
+
+    rng = np.random.default_rng(0)
+    held = realism.HeldOut.of([rng.normal(size=(30, 4)) for _ in range(5)], max_instances=100, rng=rng)
+    pool = {"a": [rng.normal(size=(30, 4)) for _ in range(6)]}
+    methods = {m: [rng.normal(0.2 * i, size=(30, 4)) for _ in range(6)] for i, m in enumerate("xyz")}
+    expected = realism.c2st(realism.bag_means(pool["a"]), held.means, permutations=5, seed=3)
+    calls = []
+    real_c2st = realism.c2st
+    monkeypatch.setattr(realism, "c2st", lambda *a, **k: calls.append(1) or real_c2st(*a, **k))
+    rows = [
+        realism.realism_table(bags, ["a"] * 6, pool, {"a": held}, max_instances=100, permutations=5, seed=3)[0]
+        for bags in methods.values()
+    ]
+    assert len(calls) == 3 + 1  # one C2ST per method, one reference for the class
+    assert all((r["c2st_ref"], r["c2st_ref_p"]) == expected for r in rows)

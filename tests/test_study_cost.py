@@ -42,7 +42,10 @@ def test_job_counts_read_the_dry_run_table(tmp_path):
     saved = tmp_path / "jobs.txt"
     saved.write_text(DRY_RUN)
     assert study_cost.job_counts(Path("unused.yaml"), saved) == {
-        "all": 1, "recipes": 4, "train_mil_full": 6, "train_mil_low_data": 12,
+        "all": 1,
+        "recipes": 4,
+        "train_mil_full": 6,
+        "train_mil_low_data": 12,
     }
 
 
@@ -54,7 +57,9 @@ def test_costs_are_scaled_by_bags_and_epochs(tmp_path):
     _bench(run, "d/full/r0f0/recipes.tsv", 2.0)
     costs = study_cost.measured_costs(run)
     assert sorted(zip(costs.family, costs.kind, costs.cpu_s, strict=True)) == [
-        ("recipes", "full", 2.0), ("train_mil", "full", 10.0), ("train_mil", "full", 14.0),
+        ("recipes", "full", 2.0),
+        ("train_mil", "full", 10.0),
+        ("train_mil", "full", 14.0),
         ("train_mil", "low_data", 3.0),
     ]
     measured = _config(per_class=10, synthetic=10, low=[2], epochs=100)
@@ -68,6 +73,4 @@ def test_costs_are_scaled_by_bags_and_epochs(tmp_path):
     assert table.loc["train_mil_full", "scale"] == pytest.approx((82 + 20) / (22 + 10) * 2)
     # low data: (mean real per class + synthetic) ratio = (7.5 + 20) / (2 + 10), times 2 for epochs
     assert table.loc["train_mil_low_data", "scale"] == pytest.approx(27.5 / 12 * 2)
-    assert table.cpu_s.sum() == pytest.approx(
-        4 * 2.0 * 82 / 22 + 6 * 12.0 * 102 / 32 * 2 + 12 * 3.0 * 27.5 / 12 * 2
-    )
+    assert table.cpu_s.sum() == pytest.approx(4 * 2.0 * 82 / 22 + 6 * 12.0 * 102 / 32 * 2 + 12 * 3.0 * 27.5 / 12 * 2)
