@@ -126,7 +126,11 @@ def _materialise(
                 f"patient {name!r} (row {int(rows[group].max())}, width {out.shape[1]}); the pool is older than "
                 "the bag: rerun the recipes step"
             )
-        out[group] = feats[rows[group]]
+        lo, hi = int(rows[group[0]]), int(rows[group[-1]])
+        if hi - lo + 1 == len(group) and group[-1] - group[0] + 1 == len(group) and (np.diff(rows[group]) == 1).all():
+            out[group[0] : group[-1] + 1] = feats[lo : hi + 1]  # a run of consecutive bag rows: no index arrays
+        else:
+            out[group] = feats[rows[group]]
     if out is None:
         out = np.empty((len(idx), 0), dtype=np.float32)
     if alignment is not None:
