@@ -15,7 +15,7 @@ from recipe_mil.embed.scrna import ScrnaEmbedParams, write_scrna_bags
 from recipe_mil.io.bags import read_bag, write_bag
 from recipe_mil.recipes.gmm import fit_gmm
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
-from recipe_mil.recipes.pool import fit_projection, resolve_standardize
+from recipe_mil.recipes.pool import fit_projection, pool_instance_ids, resolve_standardize
 from recipe_mil.seeds import derive_seed
 from recipe_mil.simulate.dataset import simulate_dataset, simulate_file_dataset
 from recipe_mil.simulate.flow import event_populations
@@ -54,7 +54,7 @@ def fold_aris(sheet, paths, truth_of, modality, dataset):
     for scenario, fold, patients in demo_fold_patients(sheet):
         seed = derive_seed(DEMO["seed"], "recipes", dataset, scenario, 0, fold)  # as the recipes rule derives it
         fit = fit_fold_recipes(patients, paths, demo_recipe_config(modality), seed=seed)
-        truth = truth_of(fit.pool.obs)
+        truth = truth_of(fit.pool.obs.assign(instance_id=pool_instance_ids(fit.pool, paths)))  # ids: in the bags
         out.append((scenario, fold, fit.gmm.n_components, adjusted_rand_score(truth, fit.pool.obs["cluster"])))
     return out
 

@@ -7,6 +7,7 @@ from scipy.optimize import linear_sum_assignment
 from recipe_mil.embed.scrna import ScrnaEmbedParams, embed_scrna
 from recipe_mil.io.bags import write_bag
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
+from recipe_mil.recipes.pool import pool_instance_ids
 from recipe_mil.simulate.scrna import TRUTH_KEY, ScrnaSimParams, simulate_scrna_cohort
 
 
@@ -35,7 +36,7 @@ def test_scrna_recipes_recover_truth(tmp_path):
     pool, recipes, gmm = fold.pool, fold.recipes, fold.gmm
     # BIC finds the six simulated cell types and the clusters are the cell types
     assert gmm.n_components == params.n_cell_types
-    cell_type = adata.obs.loc[pool.obs["instance_id"].to_numpy(), "cell_type"].astype(str).to_numpy()
+    cell_type = adata.obs.loc[pool_instance_ids(pool, paths), "cell_type"].astype(str).to_numpy()
     conf = pd.crosstab(pool.obs["cluster"].to_numpy(), cell_type)
     rows, cols = linear_sum_assignment(-conf.to_numpy())
     assert conf.to_numpy()[rows, cols].sum() / conf.to_numpy().sum() > 0.98  # measured: 1.0

@@ -217,3 +217,79 @@ def test_streaming_projection_equals_pca_on_all_rows():
     # no standardisation, no PCA: centring only
     plain = fit_projection([x], standardize=False, n_pcs=None)
     np.testing.assert_allclose(plain.transform(x), x - x.mean(0, dtype=np.float64), atol=1e-4)
+
+
+def test_pool_file_holds_no_features_and_the_bags_give_back_the_old_pool_exactly(tmp_path):
+    """The pool is a row index into the bags: materialised, it is the stacked pool (external rows aligned) bit for
+    bit, and the GMM space and clusters are those of the in-memory pipeline it replaced (issue 16)."""
+    import h5py
+
+    from recipe_mil.io.bags import read_bag, read_bags, write_bag
+    from recipe_mil.recipes.gmm import fit_gmm
+    from recipe_mil.recipes.pipeline import alignment_reference
+    from recipe_mil.recipes.pool import (
+        Projection,
+        fit_alignment,
+        gmm_space,
+        pool_chunks,
+        pool_features,
+        pool_instance_ids,
+        project_pool,
+        read_pool,
+        write_pool,
+    )
+
+    bags = {"dim": 6, "size_range": (30, 60), "seed": 0}
+    target, _ = simulate_bag_cohort(tmp_path / "t", n_per_class=4, **bags)
+    healthy = {"healthy": DEFAULT_PROPORTIONS["healthy"]}  # the external cohort: healthy patients only
+    ext = {"class_proportions": healthy, "n_per_class": 3, "cohort": "external", "prefix": "E"}
+    external, _ = simulate_bag_cohort(tmp_path / "e", **ext, **bags)
+    patients = pd.concat([target.assign(role="train"), external.assign(role="external")], ignore_index=True)
+    patients.loc[[0, 5], "role"] = "test"  # held out: never pooled, never read
+    paths = dict(zip(patients["patient"], patients["path"], strict=True))
+    config = RecipeConfig(n_components=3, n_pcs=4, standardize=True, align_external="standardise", n_init=1)
+    fit = fit_fold_recipes(patients, paths, config, seed=3)
+    pool = fit.pool
+    assert pool.n_vars == 0 and "X_gmm" not in pool.obsm and pool.obs["row"].dtype == np.int32
+    # the old pool: every pooled bag stacked in pool order, the external rows aligned in place
+    pooled = patients[patients["role"].isin(["train", "external"])]
+    old_x, _, _ = read_bags(pooled["path"].tolist())
+    tgt = (pool.obs["cohort"].astype(str) == "target").to_numpy()
+    ref = alignment_reference(patients)
+    ref_x, offsets, _ = read_bags(ref["path"].tolist())
+    labels = pool.obs["label"].astype(str).to_numpy()
+    ref_labels = np.repeat(ref["label"].to_numpy(), np.diff(offsets))
+    alignment = fit_alignment(old_x[tgt], labels[tgt], ref_x, ref_labels, "standardise")
+    old_x[~tgt] = alignment.apply(old_x[~tgt])
+    x = pool_features(pool, paths)
+    assert x.dtype == np.float32 and (~tgt).sum() > 0
+    np.testing.assert_array_equal(x, old_x)
+    np.testing.assert_array_equal(np.concatenate(list(pool_chunks(pool, paths, chunk_rows=37))), old_x)
+    np.testing.assert_array_equal(pool_features(pool, paths, rows=np.array([5, 2, 390])), old_x[[5, 2, 390]])
+    # the GMM space and clusters of the old in-memory path, from the same numbers
+    z_old, proj_old = gmm_space(old_x, standardize=True, n_pcs=4, fit_rows=tgt)
+    stored = Projection.from_uns(pool.uns["projection"])
+    np.testing.assert_array_equal(stored.components, proj_old.components)
+    np.testing.assert_array_equal(project_pool(pool, paths, stored), z_old)
+    gmm = fit_gmm(z_old[tgt], 3, n_init=1, seed=3, covariance_type="full", reg_covar=1e-4, subsample=20000)
+    np.testing.assert_array_equal(pool.obs["cluster"].to_numpy(), gmm.predict(z_old))
+    np.testing.assert_array_equal(pool.uns["gmm_model"]["means"], gmm.model.means_)
+    # the file: obs and parameters only; read back with the bags, the same matrix
+    path = tmp_path / "pool.h5ad"
+    write_pool(path, pool)
+    with h5py.File(path) as f:
+        assert "X" not in f and len(f["obsm"]) == 0 and "instance_id" not in f["obs"]
+    back = read_pool(path, paths)
+    np.testing.assert_array_equal(back.X, old_x)
+    assert read_pool(path).n_vars == 0
+    with pytest.raises(ValueError, match="holds no features"):
+        write_pool(tmp_path / "copy.h5ad", back)
+    first = pooled["patient"].iloc[0]
+    np.testing.assert_array_equal(
+        pool_instance_ids(back, paths)[: (back.obs["patient"] == first).sum()],
+        read_bag(paths[first], features=False).instance_ids,
+    )
+    # a bag rewritten with fewer instances than the pool points to: refused, not silently misread
+    write_bag(paths[first], old_x[:3], ["a", "b", "c"], patient=first, label="x", encoder="test")
+    with pytest.raises(ValueError, match="does not hold the pool's rows"):
+        pool_features(back, paths)

@@ -1,5 +1,6 @@
 """Selection policies, baselines and realism scores (issue 5)."""
 
+import anndata as ad
 import numpy as np
 import pytest
 import torch
@@ -8,6 +9,7 @@ from recipe_mil.baselines import psemix_bags, pseudo_bags, remix_bags, shuffle_b
 from recipe_mil.mil import BagCollection, GatedAttentionMIL
 from recipe_mil.realism import c2st_accuracy, mmd_rbf, realism_scores
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
+from recipe_mil.recipes.pool import pool_features
 from recipe_mil.select import mc_dropout_probs, select_bags, uncertainty_scores
 from recipe_mil.simulate.bags import simulate_bag_cohort
 
@@ -16,7 +18,13 @@ from recipe_mil.simulate.bags import simulate_bag_cohort
 def pool(tmp_path_factory):
     sheet, _ = simulate_bag_cohort(tmp_path_factory.mktemp("bags"), n_per_class=6, size_range=(60, 120), seed=4)
     paths = dict(zip(sheet["patient"], sheet["path"], strict=True))
-    return fit_fold_recipes(sheet.assign(role="train"), paths, RecipeConfig(n_components=5, n_pcs=None), seed=0).pool
+    fit = fit_fold_recipes(sheet.assign(role="train"), paths, RecipeConfig(n_components=5, n_pcs=None), seed=0)
+    return read_pool_with_features(fit.pool, paths)
+
+
+def read_pool_with_features(pool, paths):
+    """The pool with its features read from the bags (the pool itself holds none)."""
+    return ad.AnnData(X=pool_features(pool, paths), obs=pool.obs, uns=pool.uns)
 
 
 def test_uncertainty_scores_and_policies_on_a_hand_made_case():

@@ -20,6 +20,7 @@ from recipe_mil.mil import BagCollection, TrainConfig
 from recipe_mil.realism import c2st, median_bandwidth, mmd_rbf, realism_scores
 from recipe_mil.recipes.generate import SyntheticSet
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
+from recipe_mil.recipes.pool import pool_features
 from recipe_mil.recipes.recipes import fit_class_dirichlets, fit_dirichlet_multinomial
 from recipe_mil.select import SelectConfig
 from recipe_mil.simulate.bags import simulate_bag_cohort
@@ -166,7 +167,7 @@ def test_cross_fit_selection_picks_the_candidates_of_the_unseen_class_that_carry
     patients, paths, fit = missing_fold
     data = FoldData.load(patients, paths, ["healthy", "disease"])
     assert (data.train.labels == 1).all()  # the scoring model never sees a healthy patient
-    pool_x = fit.pool.X
+    pool_x = pool_features(fit.pool, paths)
     labels = fit.pool.obs["label"].astype(str).to_numpy()
     cohorts = fit.pool.obs["cohort"].astype(str).to_numpy()
     rng = np.random.default_rng(0)
@@ -207,7 +208,9 @@ def test_every_method_of_a_fold_trains_from_the_same_seed(missing_fold):
     data = FoldData.load(patients, paths, ["healthy", "disease"])
     empty = SyntheticSet.from_bags([], [])
     config = TrainConfig(hidden=8, attention_dim=4, epochs=4, min_epochs=1, patience=2, seed=11)
-    res, _ = run_fold(data, ["real_only", "recipe"], config, synthetic={"recipe": empty}, pool_features=fit.pool.X)
+    res, _ = run_fold(
+        data, ["real_only", "recipe"], config, synthetic={"recipe": empty}, pool_features=pool_features(fit.pool, paths)
+    )
     # the same real bags and no synthetic bag: identical models, so a paired difference measures data only
     np.testing.assert_array_equal(
         res["real_only"].predictions.filter(like="prob_").to_numpy(),

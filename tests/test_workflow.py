@@ -200,6 +200,69 @@ def test_end_to_end_leakage_and_outputs(tiny_run):
     assert len(list((work / "logs").rglob("train_mil_s*.log"))) == 3 * 2 * 2
 
 
+def file_sizes(root: Path, skip: tuple[str, ...]) -> dict[str, int]:
+    """Bytes per kind of file under ``root`` (file name; ``synthetic/*.h5`` together), top folders ``skip`` left out."""
+    kinds: dict[str, int] = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if path.is_file() and rel.parts[0] not in skip:
+            kind = "synthetic/*.h5" if "synthetic" in rel.parts else path.name
+            kinds[kind] = kinds.get(kind, 0) + path.stat().st_size
+    return kinds
+
+
+def feature_matrices(path: Path, width: int, min_rows: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Float datasets of an HDF5 file that could be instance features: ``width`` columns, ``min_rows`` rows or more."""
+    import h5py
+
+    found = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" and obj.ndim == 2:
+            if obj.shape[1] == width and obj.shape[0] >= min_rows:
+                found.append((name, obj.shape))
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return found
+
+
+def test_fold_files_hold_no_copy_of_the_features(tiny_run):
+    """Issue 16: the bag files are the feature store; no fold or scenario file holds a copy of instance features."""
+    work, _, _ = tiny_run
+    root = work / "results/tiny_scrna"
+    bag_files = sorted((root / "bags").glob("*.h5"))
+    bags = sum(p.stat().st_size for p in bag_files)
+    width = read_bag(bag_files[0]).features.shape[1]
+    smallest_bag = min(len(read_bag(p, features=False).instance_ids) for p in bag_files)
+    # the per-fold and per-scenario files: everything but the bags, the raw data and the figures
+    kinds = file_sizes(root, skip=("bags", "raw", "plots"))
+    total = sum(kinds.values())
+    print(f"per-fold files {total} B / bags {bags} B = {total / bags:.3f} (embedding width {width})")
+    for kind, size in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind}: {size} B ({size / bags:.3f} of the bags)")
+    pools = sorted(root.glob("*/r*f*/pool.h5ad"))
+    assert len(pools) == 6
+    copies = []
+    for path in root.rglob("*.h5*"):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("bags", "raw"):
+            continue
+        for name, shape in feature_matrices(path, width, min_rows=smallest_bag):
+            # ReMix/PseMix prototypes (k-means centres of the bags) are the baselines' own features, allowed
+            if not (path.name in ("remix.h5", "psemix.h5") and name == "features"):
+                copies.append((str(rel), name, shape))
+    assert not copies, copies
+    for path in pools:
+        pool = ad.read_h5ad(path)
+        assert pool.n_vars == 0 and not len(pool.obsm) and not len(pool.layers)
+        assert {"patient", "row", "label", "cohort", "cluster"} <= set(pool.obs) and "instance_id" not in pool.obs
+        assert {"projection", "gmm", "gmm_model", "n_features"} <= set(pool.uns)
+    # the six pools held the pooled features (1.95 x the bags before issue 16); now row indices and parameters: 0.64
+    # x the bags at this embedding width of 10, mostly HDF5 overhead and obs_names (42 B a row, the features are 40)
+    assert kinds["pool.h5ad"] < bags, kinds["pool.h5ad"] / bags
+
+
 def bags_study(tmp_path: Path, **patch) -> tuple[pd.DataFrame, dict]:
     """A simulated cohort of bag files in ``tmp_path`` (dataset ``bags``) and a TINY config of its full scenario
     with real_only and recipe; ``patch`` adds or replaces top-level keys."""

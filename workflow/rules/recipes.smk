@@ -80,6 +80,7 @@ for _family in families():
         input:
             pool=rules.recipes.output.pool,
             recipes=rules.recipes.output.recipes,
+            bags=dataset_bags,
         output:
             **{g: f"{RUN}/synthetic/{g}.h5" for g in _generators},
         log:

@@ -2,18 +2,22 @@ from _common import done, start
 
 log = start(snakemake)
 
-import anndata as ad
+from pathlib import Path
 
 from recipe_mil.augment import GeneratorInput, make_synthetic
 from recipe_mil.io.synthetic import read_recipes, write_synthetic
+from recipe_mil.recipes.pool import read_pool
 from recipe_mil.recipes.recipes import ClassRecipe
 from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards
 recipes, meta = read_recipes(snakemake.input.recipes)
 pooled = meta.get("pooled_target")
+# features (from the bags) only for the generators that compute with them (ReMix, PseMix prototypes)
+with_features = any(g in ("remix", "psemix") for g in snakemake.output.keys())
+bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
 inp = GeneratorInput(
-    pool=ad.read_h5ad(snakemake.input.pool),
+    pool=read_pool(snakemake.input.pool, bag_paths if with_features else None),
     recipes=recipes,
     pooled_recipe=None if pooled is None else ClassRecipe.from_dict(pooled),
     classes=snakemake.params.classes,

@@ -2,8 +2,10 @@ from _common import done, start
 
 log = start(snakemake)
 
-import anndata as ad
+from pathlib import Path
+
 import matplotlib.pyplot as plt
+import numpy as np
 
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.io.tables import read_tsv
@@ -15,12 +17,16 @@ from recipe_mil.plots import (
     plot_uncertainty,
     save_figure,
 )
+from recipe_mil.recipes.pool import Projection, project_pool, read_pool
 
 recipes, _ = read_recipes(snakemake.input.recipes)
 plot_recipes(recipes, snakemake.output.recipes)
-pool = ad.read_h5ad(snakemake.input.pool)
+pool = read_pool(snakemake.input.pool)
 syn = read_synthetic(snakemake.input.synthetic)
-plot_pool_umap(pool.obsm["X_gmm"], pool.obs, syn.indices, snakemake.output.umap, seed=snakemake.params.seed)
+# the GMM space, recomputed from the bags and the stored projection (the pool file holds no features)
+bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
+z = project_pool(pool, bag_paths, Projection.from_uns(pool.uns["projection"])).astype(np.float32)
+plot_pool_umap(z, pool.obs, syn.indices, snakemake.output.umap, seed=snakemake.params.seed)
 attention = read_tsv(snakemake.input.attention)
 predictions = read_tsv(snakemake.input.predictions)
 if snakemake.params.modality == "image":

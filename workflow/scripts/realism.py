@@ -4,13 +4,12 @@ log = start(snakemake)
 
 from pathlib import Path
 
-import anndata as ad
-
 from recipe_mil.io.atomic import atomic_path
 from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import read_synthetic
 from recipe_mil.io.tables import read_tsv
 from recipe_mil.realism import realism_for_run
+from recipe_mil.recipes.pool import read_pool
 from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards
@@ -23,7 +22,7 @@ for row in patients[patients["role"] == "test"].itertuples():
     heldout.setdefault(row.label, []).append(read_bag(bag_paths[row.patient]).features)
 table = realism_for_run(
     synthetic,
-    ad.read_h5ad(snakemake.input.pool),
+    read_pool(snakemake.input.pool, bag_paths),
     heldout,
     max_instances=snakemake.params.max_instances,
     permutations=snakemake.params.permutations,

@@ -6,11 +6,10 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from recipe_mil.io.atomic import atomic_path
 from recipe_mil.io.synthetic import write_recipes
 from recipe_mil.io.tables import read_tsv
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
-from recipe_mil.recipes.pool import resolve_standardize
+from recipe_mil.recipes.pool import resolve_standardize, write_pool
 from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards
@@ -22,8 +21,7 @@ config = RecipeConfig(**pool_cfg, **p.gmm, **p.recipes)
 seed = derive_seed(p.seed, "recipes", w.dataset, w.scenario, w.repeat, w.fold)
 with threadpool_limits(snakemake.threads):
     fold = fit_fold_recipes(patients, bag_paths, config, seed=seed)
-with atomic_path(snakemake.output.pool) as tmp:
-    fold.pool.write_h5ad(tmp)
+write_pool(snakemake.output.pool, fold.pool)  # obs and parameters only: the bags hold the features
 space = fold.pool.uns["gmm"]
 write_recipes(
     snakemake.output.recipes,

@@ -5,7 +5,6 @@ log = start(snakemake)
 import json
 from pathlib import Path
 
-import anndata as ad
 import pandas as pd
 import torch
 
@@ -14,6 +13,7 @@ from recipe_mil.io.atomic import atomic_path, write_text_atomic
 from recipe_mil.io.synthetic import read_synthetic, write_synthetic
 from recipe_mil.io.tables import read_tsv
 from recipe_mil.mil import TrainConfig
+from recipe_mil.recipes.pool import read_pool
 from recipe_mil.seeds import derive_seed
 from recipe_mil.select import SelectConfig
 from recipe_mil.splits import parse_scenario
@@ -24,7 +24,8 @@ torch.set_num_threads(snakemake.threads)
 patients = read_tsv(snakemake.input.patients)
 bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
 synthetic = {k.split("__", 1)[1]: read_synthetic(v) for k, v in snakemake.input.items() if k.startswith("synthetic__")}
-pool_x = ad.read_h5ad(snakemake.input.pool).X if "pool" in snakemake.input.keys() else None
+# the pool's features, read from the bags in pool row order: index-based synthetic bags are rows of this matrix
+pool_x = read_pool(snakemake.input.pool, bag_paths).X if "pool" in snakemake.input.keys() else None
 study = {k: p.mil[k] for k in ("n_seeds", "unseen_class_val_fraction")}
 # common random numbers: every method of this fold and training seed starts from the same seed
 mil_seed = derive_seed(p.seed, "mil", w.dataset, w.scenario, w.repeat, w.fold, w.seed)

@@ -259,6 +259,29 @@ def read_bag(path: str | os.PathLike[str], *, features: bool = True) -> Bag:
     )
 
 
+def read_bag_features(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read only a bag file's ``features`` (float32), checked as :func:`read_bag` checks them.
+
+    The cheap read of a bag used as the feature store: no instance ids or truth are decoded.
+
+    Raises
+    ------
+    BagFileError
+        If the file is missing, unreadable, its ``features`` is not a 2-d dataset of real
+        numbers, or holds non-finite values.
+    """
+    p = Path(path)
+    try:
+        with _open_bag(p) as f:
+            feats = _features_dataset(f, p)[()].astype(np.float32, copy=False)
+    except OSError as exc:
+        raise BagFileError(f"{p}: cannot read HDF5 file ({exc})") from exc
+    if not np.isfinite(feats).all():
+        bad = int((~np.isfinite(feats)).any(axis=1).sum())
+        raise BagFileError(f"{p}: {bad} instances have NaN or Inf features")
+    return feats
+
+
 def bag_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
     """Return a bag file's ``features`` shape without reading the features.
 

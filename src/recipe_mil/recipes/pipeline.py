@@ -13,7 +13,15 @@ from sklearn.metrics import adjusted_rand_score
 
 from recipe_mil.io.bags import read_bags
 from recipe_mil.recipes.gmm import GMMFit, fit_gmm
-from recipe_mil.recipes.pool import Alignment, build_pool, fit_alignment, gmm_space
+from recipe_mil.recipes.pool import (
+    Alignment,
+    build_pool,
+    fit_alignment,
+    fit_projection,
+    pool_chunks,
+    pool_features,
+    project_pool,
+)
 from recipe_mil.recipes.recipes import ClassRecipe, fit_class_dirichlets, learn_recipe, patient_counts
 
 logger = logging.getLogger(__name__)
@@ -154,8 +162,10 @@ class FoldRecipes:
     Attributes
     ----------
     pool
-        AnnData with ``obs['cluster']`` and ``obsm['X_gmm']`` (the GMM's input space);
-        ``uns['gmm']`` describes the space and the K search.
+        The pool's row index (no features: :func:`~recipe_mil.recipes.pool.pool_features`
+        reads them from the bags) with ``obs['cluster']``; ``uns['gmm']`` describes the space
+        and the K search, ``uns['projection']`` the map to the GMM space, ``uns['gmm_model']``
+        the fitted mixture and ``uns['alignment']`` the external-cohort alignment where one was fitted.
     recipes
         Class -> recipe.
     gmm
@@ -184,7 +194,11 @@ def alignment_reference(patients: pd.DataFrame) -> pd.DataFrame:
 
 
 def align_pool(pool: ad.AnnData, patients: pd.DataFrame, bag_paths: Mapping[str, str], mode: str) -> Alignment:
-    """Align the pool's external rows (in place) to the target cohort, from the classes both share.
+    """Fit the alignment of the pool's external rows to the target cohort, from the classes both share.
+
+    The map is stored in ``pool.uns['alignment']``, where :func:`~recipe_mil.recipes.pool.pool_features`
+    applies it to the external rows it reads. The target rows are read for the fit (per-class means
+    and standard deviations) and dropped afterwards.
 
     Raises
     ------
@@ -203,11 +217,30 @@ def align_pool(pool: ad.AnnData, patients: pd.DataFrame, bag_paths: Mapping[str,
         )
     feats, offsets, _ = read_bags([bag_paths[p] for p in ref["patient"]])
     ref_labels = np.repeat(ref["label"].to_numpy(), np.diff(offsets))
-    alignment = fit_alignment(pool.X[target], obs["label"].astype(str).to_numpy()[target], feats, ref_labels, mode)
-    ext = ~target
-    pool.X[ext] = alignment.apply(pool.X[ext])
-    logger.info("aligned %d external instances (%s) using classes %s", int(ext.sum()), mode, list(alignment.classes))
+    pool.uns.pop("alignment", None)
+    alignment = fit_alignment(
+        pool_features(pool, bag_paths, rows=target),
+        obs["label"].astype(str).to_numpy()[target],
+        feats,
+        ref_labels,
+        mode,
+    )
+    pool.uns["alignment"] = alignment.to_uns()
+    logger.info(
+        "aligned %d external instances (%s) using classes %s", int((~target).sum()), mode, list(alignment.classes)
+    )
     return alignment
+
+
+def gmm_parameters(gmm: GMMFit, covariance_type: str) -> dict[str, object]:
+    """Return the fitted mixture's parameters for ``pool.uns['gmm_model']`` (weights, means, covariances)."""
+    model = gmm.model
+    return {
+        "covariance_type": covariance_type,
+        "weights": np.asarray(model.weights_, np.float64),
+        "means": np.asarray(model.means_, np.float64),
+        "covariances": np.asarray(model.covariances_, np.float64),
+    }
 
 
 def fit_fold_recipes(
@@ -245,7 +278,11 @@ def fit_fold_recipes(
     alignment = None
     if config.align_external != "none" and not target.all():
         alignment = align_pool(pool, patients, bag_paths, config.align_external)
-    z, projection = gmm_space(pool.X, standardize=config.standardize, n_pcs=config.n_pcs, fit_rows=target)
+    # streamed from the bags: one pass for the moments of the target rows, one for the projection of every row
+    projection = fit_projection(
+        pool_chunks(pool, bag_paths, rows=target), standardize=config.standardize, n_pcs=config.n_pcs
+    )
+    z = project_pool(pool, bag_paths, projection)
     logger.info(
         "GMM space: %s, %s (largest feature correlation %.3f)",
         "standardised" if projection.standardized else "not standardised",
@@ -271,7 +308,8 @@ def fit_fold_recipes(
     clusters = gmm.predict(z)
     assignments = gmm.predict_proba(z) if config.proportions == "soft" else clusters
     pool.obs["cluster"] = clusters.astype(np.int64)
-    pool.obsm["X_gmm"] = z.astype(np.float32)
+    pool.uns["projection"] = projection.to_uns()
+    pool.uns["gmm_model"] = gmm_parameters(gmm, config.covariance_type)
     pool.uns["gmm"] = {
         "n_components": gmm.n_components,
         "criterion_values": {str(k): v for k, v in sorted(gmm.bic.items())},
