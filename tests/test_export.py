@@ -2,13 +2,15 @@
 
 import re
 
+import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
-from recipe_mil.export import SHEET_COLUMNS, pool_instance_ids, write_synthetic_bags
+from recipe_mil.export import SHEET_COLUMNS, write_synthetic_bags
 from recipe_mil.recipes.generate import SyntheticSet
+from recipe_mil.recipes.pool import ROW, pool_instance_ids
 from recipe_mil.simulate.bags import simulate_bag_cohort
 from test_workflow import CI_PROFILE, TINY, bags_study, snakemake, write_config
 
@@ -85,8 +87,12 @@ def test_write_synthetic_bags_materialises_pool_rows_or_own_features(tmp_path, o
     sheet, _ = simulate_bag_cohort(tmp_path / "bags", n_per_class=2, dim=4, size_range=(5, 9), seed=1)
     real = real_rows(sheet)
     pool_x = np.concatenate([real[p][0] for p in sheet["patient"]])
-    obs = pd.DataFrame({"patient": np.repeat(sheet["patient"], [len(real[p][0]) for p in sheet["patient"]])})
-    ids = pool_instance_ids(obs, dict(zip(sheet["patient"], sheet["path"], strict=True)))
+    sizes = [len(real[p][0]) for p in sheet["patient"]]
+    obs = pd.DataFrame(
+        {"patient": np.repeat(sheet["patient"].to_numpy(), sizes), ROW: np.concatenate([np.arange(n) for n in sizes])}
+    )
+    obs.index = obs.index.astype(str)
+    ids = pool_instance_ids(ad.AnnData(obs=obs), dict(zip(sheet["patient"], sheet["path"], strict=True)))
     assert list(ids) == [i for p in sheet["patient"] for i in real[p][1]]
     rng = np.random.default_rng(0)
     own = rng.normal(size=(10, 4)).astype(np.float32)

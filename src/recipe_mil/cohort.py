@@ -22,7 +22,7 @@ import pandas as pd
 
 from recipe_mil.augment import GeneratorInput, make_synthetic
 from recipe_mil.experiment import prediction_tables, real_collection
-from recipe_mil.export import pool_instance_ids, pool_matrix, synthetic_bag_features, write_synthetic_bags
+from recipe_mil.export import synthetic_bag_features, write_synthetic_bags
 from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import write_recipes
 from recipe_mil.io.tables import read_tsv
@@ -30,6 +30,7 @@ from recipe_mil.mil import BagCollection, GatedAttentionMIL, TrainConfig, concat
 from recipe_mil.names import SAFE_NAME_RULE, is_safe_name
 from recipe_mil.recipes.generate import INSTANCE_SOURCES, SyntheticSet
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
+from recipe_mil.recipes.pool import pool_features, pool_instance_ids
 from recipe_mil.recipes.recipes import ClassRecipe
 from recipe_mil.seeds import derive_seed
 from recipe_mil.sheets import SampleSheetError, check_bag_files, load_sheet, raise_problems
@@ -276,8 +277,8 @@ def generate_cohort(
         synthetic=syn,
         recipes=fold.recipes,
         pool_obs=fold.pool.obs,
-        features=pool_matrix(fold.pool, bag_paths),
-        instance_ids=pool_instance_ids(fold.pool.obs, bag_paths),
+        features=pool_features(fold.pool, bag_paths),
+        instance_ids=pool_instance_ids(fold.pool, bag_paths),
         meta=meta,
     )
 

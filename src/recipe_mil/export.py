@@ -14,15 +14,14 @@ writer works whether the caller took it from ``pool.h5ad`` or gathered it from t
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 
 from recipe_mil.io.atomic import atomic_path
-from recipe_mil.io.bags import read_bag, write_bag
+from recipe_mil.io.bags import write_bag
 from recipe_mil.recipes.generate import SyntheticSet
 
 SHEET_COLUMNS = (
@@ -64,56 +63,6 @@ def synthetic_bag_features(syn: SyntheticSet, i: int, pool_features: np.ndarray)
     return np.asarray(source[syn.bag(i)], dtype=np.float32)
 
 
-def pool_matrix(pool: ad.AnnData, bag_paths: Mapping[str, str]) -> np.ndarray:
-    """Return a pool's feature matrix (float32, one row per pool row): index-based synthetic bags are its rows.
-
-    A pool that holds its features (``X``) gives them; a pool that keeps only its row index (the
-    features stay in the bag files) has them gathered from ``bag_paths`` by
-    ``recipe_mil.recipes.pool.pool_features``.
-    """
-    if pool.X is not None:
-        return np.asarray(pool.X, dtype=np.float32)
-    from recipe_mil.recipes import pool as pool_module  # the feature store: rows read from the bags
-
-    return np.asarray(pool_module.pool_features(pool, bag_paths), dtype=np.float32)
-
-
-def pool_instance_ids(pool_obs: pd.DataFrame, bag_paths: Mapping[str, str]) -> np.ndarray:
-    """Return the instance id of every pool row, read from the pooled patients' bag files.
-
-    A pool holds its patients' bags whole, one after the other (:func:`recipe_mil.recipes.pool.build_pool`),
-    so the ids are the bags' ``instance_ids`` concatenated in pool order. Only ids are read, no features.
-
-    Parameters
-    ----------
-    pool_obs
-        The pool's ``obs`` (column ``patient``).
-    bag_paths
-        Patient -> bag file, for every pooled patient.
-
-    Returns
-    -------
-    numpy.ndarray
-        Object array of strings, one per pool row.
-
-    Raises
-    ------
-    ValueError
-        If a patient's rows are not one contiguous block of its whole bag.
-    """
-    patients = pool_obs["patient"].astype(str).to_numpy()
-    starts = np.flatnonzero(np.r_[True, patients[1:] != patients[:-1]]) if len(patients) else np.array([], int)
-    blocks = np.split(patients, starts[1:])
-    order = [str(b[0]) for b in blocks]
-    if len(set(order)) != len(order):
-        raise ValueError("pool rows of a patient are not contiguous")
-    ids = [read_bag(bag_paths[p], features=False).instance_ids for p in order]
-    for p, block, block_ids in zip(order, blocks, ids, strict=True):
-        if len(block) != len(block_ids):
-            raise ValueError(f"pool holds {len(block)} rows of patient {p!r}, its bag {len(block_ids)} instances")
-    return np.concatenate(ids) if ids else np.empty(0, dtype=object)
-
-
 def write_synthetic_bags(
     out_dir: str | os.PathLike[str],
     syn: SyntheticSet,
@@ -147,7 +96,7 @@ def write_synthetic_bags(
     pool_obs
         The pool's ``obs``: ``patient`` and optional ``truth_*`` columns, one row per pool row.
     instance_ids
-        Each pool row's instance id in its patient's bag (:func:`pool_instance_ids`).
+        Each pool row's instance id in its patient's bag (:func:`recipe_mil.recipes.pool.pool_instance_ids`).
     method
         The method or generator that made the bags (sheet column, bag attribute).
     encoder

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import anndata as ad
 
-from recipe_mil.export import pool_instance_ids, pool_matrix, write_synthetic_bags
+from recipe_mil.export import write_synthetic_bags
 from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import read_synthetic
+from recipe_mil.recipes.pool import pool_features, pool_instance_ids
 
 w = snakemake.wildcards
 bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
@@ -19,9 +20,9 @@ if syn.selected is not None:  # recipe_selected: the candidates the selection ke
 sheet = write_synthetic_bags(
     Path(snakemake.output.sheet).parent,
     syn,
-    pool_matrix(pool, bag_paths),
+    pool_features(pool, bag_paths),
     pool.obs,
-    pool_instance_ids(pool.obs, bag_paths),
+    pool_instance_ids(pool, bag_paths),
     method=w.method,
     encoder=read_bag(next(iter(bag_paths.values())), features=False).encoder,
     classes=snakemake.params.classes,
