@@ -17,64 +17,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
+from recipe_mil.config import TrainConfig
 from recipe_mil.device import resolve_device
 from recipe_mil.mil.data import BagCollection, balanced_epoch, collate
 from recipe_mil.mil.model import GatedAttentionMIL
 
 # Tolerance under which two balanced accuracies count as equal (they are ratios of counts).
 _BACC_TIE = 1e-9
-
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters of one MIL training run.
-
-    Attributes
-    ----------
-    hidden
-        Width of the instance encoder.
-    attention_dim
-        Width of the gated attention network.
-    dropout
-        Dropout probability (encoder and classifier).
-    lr
-        AdamW learning rate.
-    weight_decay
-        AdamW weight decay.
-    epochs
-        Maximum number of epochs.
-    patience
-        Stop after this many epochs in which neither the kept validation score (balanced
-        accuracy, then loss) nor the lowest validation loss improved.
-    min_epochs
-        Never stop early before this many epochs (an untrained model can score a lucky
-        validation accuracy on a handful of patients).
-    batch_size
-        Bags per batch.
-    max_instances
-        Random subsample of at most this many instances per bag during training; None
-        keeps every instance. Validation and prediction always use every instance.
-    seed
-        Seed of the weight initialisation, dropout, sampling and subsampling.
-    device
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    threads
-        If given, passed to :func:`torch.set_num_threads`.
-    """
-
-    hidden: int = 128
-    attention_dim: int = 64
-    dropout: float = 0.25
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    epochs: int = 40
-    patience: int = 10
-    min_epochs: int = 10
-    batch_size: int = 8
-    max_instances: int | None = 512
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
 
 
 @dataclass
