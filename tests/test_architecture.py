@@ -57,3 +57,20 @@ def test_old_locations_reexport_the_same_types():
     assert generate.SyntheticSet is types.SyntheticSet is recipes.SyntheticSet
     assert rr.ClassRecipe is types.ClassRecipe is recipes.ClassRecipe
     assert rr.BagSizeModel is types.BagSizeModel is recipes.BagSizeModel
+
+
+def test_no_library_file_is_over_600_lines():
+    sizes = {str(p.relative_to(SRC)): len(p.read_text().splitlines()) for p in SRC.rglob("*.py")}
+    assert {p: n for p, n in sizes.items() if n > 600} == {}
+
+
+def test_simulator_packages_keep_their_public_names():
+    import recipe_mil.simulate.flow as flow
+    import recipe_mil.simulate.image as image
+
+    for package in (flow, image):
+        assert all(hasattr(package, name) for name in package.__all__)
+    assert flow.simulate_flow_cohort.__module__ == "recipe_mil.simulate.flow.cohort"
+    assert image.render_cell.__module__ == "recipe_mil.simulate.image.render"
+    # the truth readers the embed-flow job imports pull in no imaging library
+    assert not any("PIL" in m for m in file_imports(SRC / "simulate" / "flow" / "truth.py"))

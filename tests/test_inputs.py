@@ -585,10 +585,10 @@ def test_code_version_follows_the_scripts_imports(tmp_path):
         fh.write("\n# a change\n")
     assert code_version(recipes, lib) != before[recipes]
     assert code_version(embed_image, lib) == before[embed_image]
-    # a module reached only through a string (importlib) counts too: simulate/dataset.py -> simulate/flow.py
+    # a module reached only through a string (importlib) counts too: simulate/dataset.py -> simulate/flow/ (package)
     simulate = scripts / "simulate_files.py"
     sim_before = code_version(simulate, lib)
-    with (lib / "simulate" / "flow.py").open("a") as fh:
+    with (lib / "simulate" / "flow" / "events.py").open("a") as fh:
         fh.write("\n# a change\n")
     assert code_version(simulate, lib) != sim_before
 
