@@ -270,3 +270,24 @@ def test_fit_matches_reference_numbers() -> None:
     np.testing.assert_allclose([h["train_loss"] for h in no_val.history], [0.644782, 0.676797, 0.721678], atol=2e-5)
     probs, _ = predict(no_val.model, test)
     np.testing.assert_allclose(probs[:, 1], [0.468009, 0.515981, 0.456955, 0.490186, 0.461656, 0.503712], atol=2e-5)
+
+
+def test_early_stopping_tracker_keeps_the_best_and_counts_progress() -> None:
+    from recipe_mil.mil.train import EarlyStopping
+
+    model = torch.nn.Linear(2, 1)
+    stopper = EarlyStopping(patience=2, min_epochs=5)
+    # (val_loss, val_bacc) per epoch: 2 is best by accuracy, 3 ties it with a lower loss, 4 only lowers the loss,
+    # 6 ties the accuracy with a higher loss
+    scores = [(0.7, 0.5), (0.6, 0.75), (0.5, 0.75), (0.4, 0.5), (0.45, 0.5), (0.55, 0.75), (0.41, 0.6)]
+    improved, stops = [], []
+    for epoch, (loss, bacc) in enumerate(scores, start=1):
+        with torch.no_grad():
+            model.bias.fill_(epoch)
+        improved.append(stopper.update(epoch, loss, bacc, model))
+        stops.append(stopper.should_stop(epoch))
+    assert improved == [True, True, True, False, False, False, False]
+    # epochs 5 and 6 make no progress (no better score, no lower loss than 0.4): stop after 6, not before min_epochs
+    assert stops == [False, False, False, False, False, True, True]
+    assert (stopper.best_epoch, stopper.best_key) == (3, (0.75, 0.5))
+    assert float(stopper.best_state["bias"]) == 3.0
