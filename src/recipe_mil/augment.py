@@ -13,6 +13,7 @@ import anndata as ad
 
 from recipe_mil.baselines import psemix_bags, remix_bags, shuffle_bags
 from recipe_mil.config import StudyConfig
+from recipe_mil.methods import METHODS
 from recipe_mil.recipes.generate import SyntheticSet, generate_synthetic
 from recipe_mil.recipes.recipes import ClassRecipe
 
@@ -155,7 +156,8 @@ def make_synthetic(generator: str, inp: GeneratorInput, *, seed: int) -> Synthet
     Parameters
     ----------
     generator
-        One of :data:`GENERATORS`.
+        One of :data:`GENERATORS`, or the generator of a registered method with its own
+        ``make`` (:class:`recipe_mil.methods.MethodSpec`).
     inp
         The fold's pool, recipes and config.
     seed
@@ -167,6 +169,8 @@ def make_synthetic(generator: str, inp: GeneratorInput, *, seed: int) -> Synthet
         ``generate.n_per_class`` bags per class (``select.oversample`` times more for
         ``recipe_candidates``).
     """
-    if generator not in GENERATORS:
-        raise ValueError(f"unknown generator {generator!r}; choose one of {list(GENERATORS)}")
-    return GENERATORS[generator](inp, seed)
+    registered = {spec.generator: spec.make for spec in METHODS.values() if spec.make is not None}
+    make = GENERATORS.get(generator) or registered.get(generator)
+    if make is None:
+        raise ValueError(f"unknown generator {generator!r}; choose one of {[*GENERATORS, *registered]}")
+    return make(inp, seed)

@@ -29,7 +29,7 @@ for _family in families():
         resources:
             gpu=1,
         wildcard_constraints:
-            scenario=FAMILY_PATTERNS[_family],
+            scenario=scenario_pattern(_family),
         params:
             classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
             methods=_methods,

@@ -89,7 +89,7 @@ for _family in families():
         conda:
             "../../envs/recipes.yaml"
         wildcard_constraints:
-            scenario=FAMILY_PATTERNS[_family],
+            scenario=scenario_pattern(_family),
         params:
             classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
             config={k: config[k] for k in ("generate", "select", "remix", "psemix")},
