@@ -74,3 +74,12 @@ def test_simulator_packages_keep_their_public_names():
     assert image.render_cell.__module__ == "recipe_mil.simulate.image.render"
     # the truth readers the embed-flow job imports pull in no imaging library
     assert not any("PIL" in m for m in file_imports(SRC / "simulate" / "flow" / "truth.py"))
+
+
+def test_importing_plots_leaves_the_matplotlib_backend_alone():
+    import subprocess
+    import sys
+
+    code = "import matplotlib; matplotlib.use('svg'); import recipe_mil.plots; print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"
