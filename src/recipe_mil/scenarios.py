@@ -131,9 +131,7 @@ def register_scenario(family: ScenarioFamily | str) -> ScenarioFamily:
     family = load_entry(family, "FAMILY", ScenarioFamily)
     unknown = set(re.findall(r"\{(\w+)\}", family.template)) ^ set(family.fields)
     if unknown or not set(family.fields) <= set(Scenario.__dataclass_fields__) - {"name"}:
-        raise ValueError(
-            f"scenario family {family.name!r}: template fields and fields differ or are no Scenario fields"
-        )
+        raise ValueError(f"scenario family {family.name!r}: its template's fields must be its Scenario fields")
     if not family.template.startswith(family.name) or "/" in family.template:
         raise ValueError(f"scenario family {family.name!r}: its ids must start with its name")
     SCENARIOS[family.name] = family
