@@ -31,7 +31,7 @@ for _family in families():
         wildcard_constraints:
             scenario=scenario_pattern(_family),
         params:
-            classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
+            classes=lookup(dpath="datasets/{dataset}/classes", within=config),
             methods=_methods,
             mil=config["mil"],
             select=config["select"],
