@@ -72,12 +72,16 @@ def test_mil_schema_defaults_equal_mil_config():
 
     model = GatedAttentionMIL(4, 2)
     assert (model.hidden, model.attention_dim) == (TrainConfig.hidden, TrainConfig.attention_dim) == (64, 32)
+    # and so are those of `recipe-mil train`
+    from recipe_mil.cli import TRAIN_OPTIONS
+
+    assert {name: default for name, _, default in TRAIN_OPTIONS} == {k: schema[k] for k, _, _ in TRAIN_OPTIONS}
 
 
 def test_every_schema_section_with_defaults_is_covered():
     covered = {c[0] for c in CASES} | {"mil"}
     # seed/console are scalars; splits, scenarios and realism travel to the rules as values, not dataclasses
-    rest = {"seed", "console", "datasets", "methods", "splits", "scenarios", "realism"}
+    rest = {"seed", "console", "export", "datasets", "methods", "splits", "scenarios", "realism"}
     assert set(SCHEMA["properties"]) - covered == rest
 
 
