@@ -150,6 +150,14 @@ def _demo() -> dict:
             "config: unknown key 'scenarios.low_data.draw' (did you mean 'scenarios.low_data.draws'?)",
         ),
         (
+            lambda c: c["scenarios"].update(missing_classes={"classes": ["healthy"]}),
+            "config: unknown key 'scenarios.missing_classes' (did you mean 'scenarios.missing_class'?)",
+        ),
+        (
+            lambda c: c["methods"].append("recipe_selectd"),
+            "config: methods[9]: unknown method 'recipe_selectd' (did you mean 'recipe_selected'?)",
+        ),
+        (
             lambda c: c["datasets"]["demo_scrna"].update(sample="x.tsv"),
             "config: unknown key 'datasets.demo_scrna.sample' (did you mean 'datasets.demo_scrna.samples'?)",
         ),
@@ -219,12 +227,13 @@ def test_schemas_use_the_library_safe_name_pattern():
 
 
 def test_every_known_section_is_closed():
-    """Every object in the schema with known keys says additionalProperties: false (simulate excepted: its keys
-    depend on the modality and recipe_mil.config_check closes it against the simulator)."""
+    """Every object in the schema with known keys says additionalProperties: false (simulate and scenarios excepted:
+    recipe_mil.config_check closes them against the modality's simulator and the scenario registry)."""
     open_sections = []
 
     def walk(node, path):
-        if not isinstance(node, dict) or path.startswith("datasets.<name>.simulate"):
+        # scenarios: one key per registered family, closed by config_check against recipe_mil.scenarios.SCENARIOS
+        if not isinstance(node, dict) or path.startswith("datasets.<name>.simulate") or path == "scenarios":
             return
         if "properties" in node and node.get("additionalProperties") is not False:
             open_sections.append(path or "<top>")
@@ -585,10 +594,10 @@ def test_code_version_follows_the_scripts_imports(tmp_path):
         fh.write("\n# a change\n")
     assert code_version(recipes, lib) != before[recipes]
     assert code_version(embed_image, lib) == before[embed_image]
-    # a module reached only through a string (importlib) counts too: simulate/dataset.py -> simulate/flow.py
+    # a module reached only through a string (importlib) counts too: simulate/dataset.py -> simulate/flow/ (package)
     simulate = scripts / "simulate_files.py"
     sim_before = code_version(simulate, lib)
-    with (lib / "simulate" / "flow.py").open("a") as fh:
+    with (lib / "simulate" / "flow" / "events.py").open("a") as fh:
         fh.write("\n# a change\n")
     assert code_version(simulate, lib) != sim_before
 

@@ -238,3 +238,56 @@ def test_fit_and_predict_on_gpu() -> None:
     np.testing.assert_allclose(p_gpu, p_cpu, atol=1e-4)
     for g, c in zip(a_gpu, a_cpu, strict=True):
         np.testing.assert_allclose(g, c, atol=1e-4)
+
+
+def test_fit_matches_reference_numbers() -> None:
+    """Training numerics are pinned: numbers computed with fit_mil of main at 4119be6 (before the epoch step and
+    early-stopping tracker were split out), CPU, one thread. The run early-stops (epoch 12 of 30) and restores 10."""
+    train, _ = toy_cohort(16, seed=4)
+    val, _ = toy_cohort(8, seed=5)
+    test, _ = toy_cohort(6, seed=6)
+    small = {"batch_size": 4, "max_instances": 40, "hidden": 16, "attention_dim": 8, "device": "cpu", "threads": 1}
+    cfg = TrainConfig(epochs=30, patience=2, min_epochs=3, lr=2e-2, seed=7, **small)
+    result = fit_mil(train, val, 2, cfg)
+    assert (result.best_epoch, len(result.history)) == (10, 12)
+    pinned = {
+        "val_loss": [0.679846, 0.712299, 0.562677, 0.437504, 0.464093, 0.317232, 0.243024, 0.164431, 0.07995,
+                     0.042951, 0.105767, 0.082844],
+        "train_loss": [0.690738, 0.666588, 0.782579, 0.573308, 0.562278, 0.542612, 0.293848, 0.226492, 0.165527,
+                       0.30874, 0.050473, 0.093843],
+    }  # fmt: skip
+    hist = {k: [h[k] for h in result.history] for k in ("train_loss", "val_loss", "val_balanced_accuracy")}
+    for key, values in pinned.items():
+        np.testing.assert_allclose(hist[key], values, atol=2e-5, err_msg=key)
+    assert hist["val_balanced_accuracy"] == [0.5, 0.5, 0.875, 0.625, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    probs, _ = predict(result.model, test)
+    np.testing.assert_allclose(probs[:, 1], [0.086945, 0.99958, 0.042392, 0.998932, 0.054002, 0.998597], atol=2e-5)
+    weight_sum = float(sum(v.double().sum() for v in result.model.state_dict().values()))
+    assert weight_sum == pytest.approx(-9.884019230725244, abs=1e-4)
+
+    no_val = fit_mil(train, None, 2, TrainConfig(epochs=3, seed=3, **small))
+    assert no_val.best_epoch == 3
+    np.testing.assert_allclose([h["train_loss"] for h in no_val.history], [0.644782, 0.676797, 0.721678], atol=2e-5)
+    probs, _ = predict(no_val.model, test)
+    np.testing.assert_allclose(probs[:, 1], [0.468009, 0.515981, 0.456955, 0.490186, 0.461656, 0.503712], atol=2e-5)
+
+
+def test_early_stopping_tracker_keeps_the_best_and_counts_progress() -> None:
+    from recipe_mil.mil.train import EarlyStopping
+
+    model = torch.nn.Linear(2, 1)
+    stopper = EarlyStopping(patience=2, min_epochs=5)
+    # (val_loss, val_bacc) per epoch: 2 is best by accuracy, 3 ties it with a lower loss, 4 only lowers the loss,
+    # 6 ties the accuracy with a higher loss
+    scores = [(0.7, 0.5), (0.6, 0.75), (0.5, 0.75), (0.4, 0.5), (0.45, 0.5), (0.55, 0.75), (0.41, 0.6)]
+    improved, stops = [], []
+    for epoch, (loss, bacc) in enumerate(scores, start=1):
+        with torch.no_grad():
+            model.bias.fill_(epoch)
+        improved.append(stopper.update(epoch, loss, bacc, model))
+        stops.append(stopper.should_stop(epoch))
+    assert improved == [True, True, True, False, False, False, False]
+    # epochs 5 and 6 make no progress (no better score, no lower loss than 0.4): stop after 6, not before min_epochs
+    assert stops == [False, False, False, False, False, True, True]
+    assert (stopper.best_epoch, stopper.best_key) == (3, (0.75, 0.5))
+    assert float(stopper.best_state["bias"]) == 3.0

@@ -203,6 +203,36 @@ def test_cross_fit_selection_picks_the_candidates_of_the_unseen_class_that_carry
     assert good[:12][picks["reference"]].sum() < 4
 
 
+def test_mil_device_reaches_selection_scoring(missing_fold, monkeypatch):
+    """The config's mil.device (TrainConfig.device) is where the candidates are scored, not always the CPU."""
+    import recipe_mil.experiment as experiment
+    from recipe_mil.mil import GatedAttentionMIL
+
+    patients, paths, fit = missing_fold
+    data = FoldData.load(patients, paths, ["healthy", "disease"])
+    seen = []
+
+    def fake_scores(model, bags, *, passes, seed, device):
+        seen.append(device)
+        return np.full((passes, len(bags), 2), 0.5, dtype=np.float32)
+
+    monkeypatch.setattr(experiment, "mc_dropout_probs", fake_scores)
+    rows = np.flatnonzero(fit.pool.obs["label"].astype(str).to_numpy() == "disease")
+    cand = SyntheticSet.from_bags([rows[:20], rows[20:40]], ["disease", "disease"])
+    select_candidates(
+        data,
+        GatedAttentionMIL(fit.pool.X.shape[1], 2),
+        cand,
+        fit.pool.X,
+        TrainConfig(device="cuda:3"),
+        SelectConfig(passes=2),
+        n_per_class=1,
+        seed=0,
+        unseen_val_fraction=0.25,
+    )
+    assert seen == ["cuda:3"]
+
+
 def test_every_method_of_a_fold_trains_from_the_same_seed(missing_fold):
     patients, paths, fit = missing_fold
     data = FoldData.load(patients, paths, ["healthy", "disease"])

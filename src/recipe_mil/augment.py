@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import anndata as ad
 
 from recipe_mil.baselines import psemix_bags, remix_bags, shuffle_bags
+from recipe_mil.config import StudyConfig
+from recipe_mil.methods import METHODS
 from recipe_mil.recipes.generate import SyntheticSet, generate_synthetic
 from recipe_mil.recipes.recipes import ClassRecipe
 
@@ -38,19 +39,24 @@ class GeneratorInput:
     classes
         All class names (soft-target columns).
     config
-        The workflow config (keys ``generate``, ``select``, ``remix``, ``psemix``).
+        The typed config; a workflow config mapping (keys ``generate``, ``select``,
+        ``remix``, ``psemix``; missing ones take their defaults) is converted on construction.
     """
 
     pool: ad.AnnData
     recipes: Mapping[str, ClassRecipe]
     pooled_recipe: ClassRecipe | None
     classes: Sequence[str]
-    config: Mapping[str, Any]
+    config: StudyConfig
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, StudyConfig):
+            self.config = StudyConfig.from_config(self.config)
 
     @property
     def n_per_class(self) -> int:
         """Synthetic patients per class."""
-        return int(self.config["generate"]["n_per_class"])
+        return self.config.generate.n_per_class
 
     @property
     def present(self) -> list[str]:
@@ -62,7 +68,7 @@ class GeneratorInput:
         self, recipes: Mapping[str, ClassRecipe], *, n: int, seed: int, missing_class_source: str | None = None
     ) -> SyntheticSet:
         """Generate along ``recipes`` with the configured instance sources (see :func:`generate_synthetic`)."""
-        g = self.config["generate"]
+        g = self.config.generate
         obs = self.pool.obs
         return generate_synthetic(
             recipes,
@@ -72,8 +78,8 @@ class GeneratorInput:
             n_per_class=n,
             instance_source=instance_sources(
                 self.recipes,
-                default=g["instance_source"],
-                missing_class=missing_class_source or g["missing_class_source"],
+                default=g.instance_source,
+                missing_class=missing_class_source or g.missing_class_source,
             ),
             seed=seed,
         )
@@ -84,7 +90,7 @@ def _recipe(inp: GeneratorInput, seed: int) -> SyntheticSet:
 
 
 def _recipe_candidates(inp: GeneratorInput, seed: int) -> SyntheticSet:
-    return inp.from_recipes(inp.recipes, n=inp.n_per_class * int(inp.config["select"]["oversample"]), seed=seed)
+    return inp.from_recipes(inp.recipes, n=inp.n_per_class * inp.config.select.oversample, seed=seed)
 
 
 def _ablation_external_instances(inp: GeneratorInput, seed: int) -> SyntheticSet:
@@ -105,29 +111,29 @@ def _shuffle(inp: GeneratorInput, seed: int) -> SyntheticSet:
 
 
 def _remix(inp: GeneratorInput, seed: int) -> SyntheticSet:
-    r = inp.config["remix"]
+    r = inp.config.remix
     return remix_bags(
         inp.pool.X,
         inp.pool.obs,
         inp.present,
         n_per_class=inp.n_per_class,
-        n_prototypes=r["n_prototypes"],
-        modes=r["modes"],
-        p=r["p"],
+        n_prototypes=r.n_prototypes,
+        modes=r.modes,
+        p=r.p,
         seed=seed,
     )
 
 
 def _psemix(inp: GeneratorInput, seed: int) -> SyntheticSet:
-    p = inp.config["psemix"]
+    p = inp.config.psemix
     return psemix_bags(
         inp.pool.X,
         inp.pool.obs,
         list(inp.classes),
         n_per_class=inp.n_per_class,
-        n_pseudo=p["n_pseudo"],
-        n_prototypes=p["n_prototypes"],
-        alpha=p["alpha"],
+        n_pseudo=p.n_pseudo,
+        n_prototypes=p.n_prototypes,
+        alpha=p.alpha,
         seed=seed,
     )
 
@@ -150,7 +156,8 @@ def make_synthetic(generator: str, inp: GeneratorInput, *, seed: int) -> Synthet
     Parameters
     ----------
     generator
-        One of :data:`GENERATORS`.
+        One of :data:`GENERATORS`, or the generator of a registered method with its own
+        ``make`` (:class:`recipe_mil.methods.MethodSpec`).
     inp
         The fold's pool, recipes and config.
     seed
@@ -162,6 +169,8 @@ def make_synthetic(generator: str, inp: GeneratorInput, *, seed: int) -> Synthet
         ``generate.n_per_class`` bags per class (``select.oversample`` times more for
         ``recipe_candidates``).
     """
-    if generator not in GENERATORS:
-        raise ValueError(f"unknown generator {generator!r}; choose one of {list(GENERATORS)}")
-    return GENERATORS[generator](inp, seed)
+    registered = {spec.generator: spec.make for spec in METHODS.values() if spec.make is not None}
+    make = GENERATORS.get(generator) or registered.get(generator)
+    if make is None:
+        raise ValueError(f"unknown generator {generator!r}; choose one of {[*GENERATORS, *registered]}")
+    return make(inp, seed)

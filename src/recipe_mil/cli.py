@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from recipe_mil.config import TrainConfig
 from recipe_mil.io.atomic import atomic_path
 
 DEFAULT_MODEL = "model.pt"
@@ -63,7 +64,6 @@ def _generate(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from recipe_mil.cohort import read_cohort_sheet, train_final_model
     from recipe_mil.experiment import save_model
-    from recipe_mil.mil import TrainConfig
 
     sheet = read_cohort_sheet(args.sheet)
     synthetic = None if args.synthetic is None else read_cohort_sheet(args.synthetic)
@@ -100,14 +100,12 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"predicted {len(pred)} patients: {args.out}; attention per instance: {attention}")
 
 
-TRAIN_OPTIONS: tuple[tuple[str, type, float], ...] = (
-    ("epochs", int, 40),
-    ("hidden", int, 64),
-    ("attention_dim", int, 32),
-    ("batch_size", int, 8),
-    ("lr", float, 5e-4),
+TRAIN_OPTIONS: tuple[tuple[str, type, float], ...] = tuple(
+    (name, kind, getattr(TrainConfig, name))
+    for name, kind in (("epochs", int), ("hidden", int), ("attention_dim", int), ("batch_size", int), ("lr", float))
 )
-"""``recipe-mil train`` options passed to :class:`recipe_mil.mil.TrainConfig` (the workflow's ``mil`` defaults)."""
+"""``recipe-mil train`` options passed to :class:`recipe_mil.mil.TrainConfig`, with its defaults (the workflow's
+``mil`` defaults: ``tests/test_config_defaults.py``)."""
 
 
 def _command(

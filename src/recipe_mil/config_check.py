@@ -3,8 +3,10 @@
 :func:`check_config` reports, all at once:
 
 - unknown keys (typos) in every section the schema closes (``additionalProperties: false``), with a did-you-mean
-  hint naming the key path (``config: unknown key 'mil.epoch' (did you mean 'mil.epochs'?)``), and in a dataset's
-  ``simulate`` block, against the parameters of that modality's simulator;
+  hint naming the key path (``config: unknown key 'mil.epoch' (did you mean 'mil.epochs'?)``), in a dataset's
+  ``simulate`` block, against the parameters of that modality's simulator, and under ``scenarios``, against the
+  scenario registry (:data:`recipe_mil.scenarios.SCENARIOS`);
+- method names the method registry (:data:`recipe_mil.methods.METHODS`) does not know;
 - dataset and class names that are not plain names (:data:`recipe_mil.names.SAFE_NAME`): they become folders and
   file names under ``results/``, so ``../x`` would write outside the working directory;
 - image encoders that would make timm reach a hub or URL (nothing is ever downloaded).
@@ -171,10 +173,31 @@ def _encoder_problems(name: str, ds: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _registry_problems(config: Mapping[str, Any]) -> list[str]:
+    """Methods and scenario families the registries do not know (the schema leaves both to them)."""
+    from recipe_mil.methods import METHODS
+    from recipe_mil.scenarios import SCENARIOS
+
+    problems = []
+    methods = config.get("methods")
+    for i, name in enumerate(methods if isinstance(methods, list) else []):
+        if isinstance(name, str) and name not in METHODS:
+            close = difflib.get_close_matches(name, list(METHODS), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known methods: {', '.join(METHODS)})"
+            problems.append(f"config: methods[{i}]: unknown method '{name}'{hint}")
+    scenarios = config.get("scenarios")
+    for key in scenarios if isinstance(scenarios, dict) else []:
+        if key not in SCENARIOS:
+            problems.append(
+                f"config: unknown key 'scenarios.{key}'{_suggest(str(key), list(SCENARIOS), 'scenarios.', [])}"
+            )
+    return problems
+
+
 def config_problems(config: Mapping[str, Any], schema: Mapping[str, Any] | str | os.PathLike[str]) -> list[str]:
     """Every problem :func:`check_config` reports, as a list of messages (empty: the config passes)."""
     schema = _load_schema(schema)
-    problems = unknown_keys(dict(config), schema)
+    problems = unknown_keys(dict(config), schema) + _registry_problems(config)
     datasets = config.get("datasets")
     if isinstance(datasets, dict):
         problems += _name_problems(datasets)

@@ -337,11 +337,11 @@ def with_labels(frame: pd.DataFrame) -> pd.DataFrame:
     Rows come in reading order: dataset, scenario family (full, low data, missing class), n per class, missing
     class, then methods in the registry's order. The tables and the figures of the summary use it.
     """
-    from recipe_mil.methods import SCENARIO_FAMILIES  # noqa: PLC0415 - dependency-free
+    from recipe_mil.scenarios import SCENARIOS  # noqa: PLC0415 - light, local to the tables
 
     out = _key_strings(frame, GROUP)
     out["label"] = scenario_label(out)
-    family = {f: i for i, f in enumerate(SCENARIO_FAMILIES)}
+    family = {f: i for i, f in enumerate(SCENARIOS)}
     out["_family"] = out["scenario"].map(lambda x: family.get(x, len(family)))
     out["_n"] = pd.to_numeric(out["n_per_class"], errors="coerce")
     return in_method_order(out, by=["dataset", "_family", "_n", "missing_class"]).drop(columns=["_family", "_n"])

@@ -1,22 +1,21 @@
 """The study's methods in one registry: what each trains on and where it runs.
 
-Dependency-free on purpose: the workflow reads it when it plans jobs (which synthetic files a
-fold needs, which methods a scenario runs), the schema check and the summary read the same
-names, so a new method is one entry here plus its generator in :mod:`recipe_mil.augment`.
+Light on purpose: the workflow reads it when it plans jobs (which synthetic files a fold needs,
+which methods a scenario runs), the config check and the summary read the same names. A new
+method is one module defining a :class:`MethodSpec` named ``METHOD`` (with its generator in
+``make`` when it adds synthetic patients) plus one ``register_method("recipe_mil.<module>")``
+line at the end of this file; the built-in generators are in :mod:`recipe_mil.augment`.
 See ``docs/method.md`` for what each method means.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-#: the scenario ids of each family (the first part of an id), as regular expressions
-FAMILY_PATTERNS = {
-    "full": r"full",
-    "low_data": r"low_data-n\d+-d\d+",
-    "missing_class": r"missing_class-[A-Za-z0-9_.+-]+",
-}
-SCENARIO_FAMILIES = tuple(FAMILY_PATTERNS)
+from recipe_mil.registry import load_entry
+from recipe_mil.scenarios import SCENARIOS, scenario_family
 
 
 @dataclass(frozen=True)
@@ -32,20 +31,29 @@ class MethodSpec:
         for methods that train on real patients only.
     scenarios
         Scenario families the method runs in (a method that changes nothing elsewhere, such
-        as one that swaps the external cohort's instances in, runs only where it matters).
+        as one that swaps the external cohort's instances in, runs only where it matters);
+        None: every registered family.
     real_roles
         Roles of the real patients it trains on (``external`` adds the external patients of
         a missing class as they are).
     selected
         Its synthetic patients are chosen from the generator's candidates by Monte-Carlo-
         dropout uncertainty (``recipe_selected``).
+    make
+        The generator, ``make(inp: GeneratorInput, seed) -> SyntheticSet``, of a method whose
+        generator is not built in to :data:`recipe_mil.augment.GENERATORS`.
     """
 
     name: str
     generator: str | None = None
-    scenarios: tuple[str, ...] = SCENARIO_FAMILIES
+    scenarios: tuple[str, ...] | None = None
     real_roles: tuple[str, ...] = ("train",)
     selected: bool = False
+    make: Callable[[Any, int], Any] | None = None
+
+    def runs_in(self, family: str) -> bool:
+        """Whether the method runs in a scenario family."""
+        return self.scenarios is None or family in self.scenarios
 
     @property
     def augmented(self) -> bool:
@@ -74,15 +82,15 @@ METHODS: dict[str, MethodSpec] = {
 }
 """Every method, in the order tables list them."""
 
-AUGMENTED_METHODS = tuple(m for m, spec in METHODS.items() if spec.augmented)
 
-
-def scenario_family(scenario_id: str) -> str:
-    """Return the family of a scenario id: ``full``, ``low_data`` or ``missing_class``."""
-    family = scenario_id.split("-", 1)[0]
-    if family not in SCENARIO_FAMILIES:
-        raise ValueError(f"unknown scenario {scenario_id!r}; families: {SCENARIO_FAMILIES}")
-    return family
+def register_method(method: MethodSpec | str) -> MethodSpec:
+    """Add a method (or the ``METHOD`` of the module a dotted name names) to :data:`METHODS`, after the others."""
+    method = load_entry(method, "METHOD", MethodSpec)
+    unknown = [f for f in method.scenarios or () if f not in SCENARIOS]
+    if unknown:
+        raise ValueError(f"method {method.name!r}: unknown scenario families {unknown}")
+    METHODS[method.name] = method
+    return method
 
 
 def methods_for(methods: list[str] | tuple[str, ...], scenario_id: str) -> list[str]:
@@ -97,9 +105,15 @@ def methods_for(methods: list[str] | tuple[str, ...], scenario_id: str) -> list[
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {list(METHODS)}")
     family = scenario_family(scenario_id)
-    return [m for m in METHODS if m in methods and family in METHODS[m].scenarios]
+    return [m for m in METHODS if m in methods and METHODS[m].runs_in(family)]
 
 
 def generators_for(methods: list[str] | tuple[str, ...], scenario_id: str) -> list[str]:
     """Return the synthetic files the configured methods of a scenario train with."""
     return [g for m in methods_for(methods, scenario_id) if (g := METHODS[m].generator) is not None]
+
+
+# a new method: register_method("recipe_mil.<its module>") here
+
+AUGMENTED_METHODS = tuple(m for m, spec in METHODS.items() if spec.augmented)
+"""The methods that add synthetic patients (registered ones included)."""

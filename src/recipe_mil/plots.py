@@ -4,6 +4,10 @@ Every figure is written twice: a PNG for the report and a vector copy (SVG, same
 (:func:`save_figure`). Every method has one colour in every figure (:func:`method_colours`, fixed by the method
 registry's order, so ``recipe`` is the same colour in the metrics, the differences and the realism figures of
 every study), and ``real_only``, the reference, is dark grey and hatched.
+
+Importing it leaves matplotlib's backend alone (a notebook keeps its own); the rule scripts draw with the
+non-interactive ``Agg`` backend (``MPLBACKEND``, set by ``workflow/scripts/_common.py``), as does matplotlib
+wherever there is no display.
 """
 
 from __future__ import annotations
@@ -12,17 +16,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from recipe_mil.evaluate import scenario_columns, with_labels  # noqa: E402
-from recipe_mil.io.atomic import atomic_path  # noqa: E402
-from recipe_mil.methods import METHODS, REFERENCE  # noqa: E402
+from recipe_mil.evaluate import scenario_columns, with_labels
+from recipe_mil.io.atomic import atomic_path
+from recipe_mil.methods import METHODS, REFERENCE
 
 #: the reference method's colour (``real_only``)
 REFERENCE_COLOUR = "#3b3b3b"

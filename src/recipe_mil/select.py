@@ -3,48 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from recipe_mil.config import POLICIES, UNSEEN_CLASS_SCORERS, SelectConfig
 from recipe_mil.device import resolve_device
 from recipe_mil.mil.data import BagCollection, collate
 
-POLICIES = ("most_uncertain", "confident_consistent")
-UNSEEN_CLASS_SCORERS = ("cross_fit", "reference")
+__all__ = [
+    "POLICIES",
+    "UNSEEN_CLASS_SCORERS",
+    "SelectConfig",
+    "mc_dropout_probs",
+    "select_bags",
+    "uncertainty_scores",
+]
+
 EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class SelectConfig:
-    """Settings of the uncertainty selection (config key ``select``).
-
-    Attributes
-    ----------
-    passes
-        Monte-Carlo dropout passes per candidate.
-    policy
-        One of :data:`POLICIES` (see :func:`select_bags`).
-    oversample
-        Candidates generated per kept synthetic patient.
-    unseen_class
-        Who scores the candidates of a class without real training patients: ``cross_fit``
-        (models trained on real + the other half of the candidates) or ``reference`` (the
-        ``real_only`` model, which cannot predict that class).
-    """
-
-    passes: int = 20
-    policy: str = "most_uncertain"
-    oversample: int = 3
-    unseen_class: str = "cross_fit"
-
-    def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError(f"unknown selection policy {self.policy!r}; choose one of {POLICIES}")
-        if self.unseen_class not in UNSEEN_CLASS_SCORERS:
-            raise ValueError(f"select.unseen_class must be one of {UNSEEN_CLASS_SCORERS}, got {self.unseen_class!r}")
 
 
 @torch.no_grad()

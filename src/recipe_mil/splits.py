@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from recipe_mil.methods import FAMILY_PATTERNS
+from recipe_mil.scenarios import SCENARIOS, Scenario, parse_scenario
 from recipe_mil.seeds import derive_seed
+
+__all__ = ["SPLIT_COLUMNS", "Scenario", "make_splits", "parse_scenario", "scenario_patients"]
 
 SPLIT_COLUMNS = ["patient", "label", "cohort", "repeat", "fold", "role"]
 
@@ -84,61 +83,6 @@ def make_splits(
     return pd.concat(rows, ignore_index=True)[SPLIT_COLUMNS]
 
 
-@dataclass(frozen=True)
-class Scenario:
-    """A parsed scenario identifier.
-
-    Attributes
-    ----------
-    name
-        ``full``, ``low_data`` or ``missing_class``.
-    n_per_class
-        Real training patients per class (``low_data`` only).
-    draw
-        Index of the random draw of those patients (``low_data`` only).
-    missing
-        The class removed from the target training set (``missing_class`` only).
-    """
-
-    name: str
-    n_per_class: int | None = None
-    draw: int | None = None
-    missing: str | None = None
-
-    @property
-    def id(self) -> str:
-        """Identifier used in paths: ``full``, ``low_data-n{n}-d{draw}`` or ``missing_class-{class}``."""
-        if self.name == "low_data":
-            return f"low_data-n{self.n_per_class}-d{self.draw}"
-        if self.name == "missing_class":
-            return f"missing_class-{self.missing}"
-        return self.name
-
-
-SCENARIO_PATTERN = "|".join(FAMILY_PATTERNS.values())
-_SCENARIO_RE = re.compile(r"^(full|low_data-n(\d+)-d(\d+)|missing_class-([A-Za-z0-9_.+-]+))$")
-
-
-def parse_scenario(scenario_id: str) -> Scenario:
-    """Parse a scenario identifier such as ``full`` or ``low_data-n4-d1``.
-
-    Raises
-    ------
-    ValueError
-        If the identifier is not recognised.
-    """
-    m = _SCENARIO_RE.match(scenario_id)
-    if not m:
-        raise ValueError(
-            f"unknown scenario id {scenario_id!r} (expected 'full', 'low_data-n<N>-d<D>' or 'missing_class-<class>')"
-        )
-    if m.group(4) is not None:
-        return Scenario(name="missing_class", missing=m.group(4))
-    if m.group(2) is None:
-        return Scenario(name=m.group(1))
-    return Scenario(name="low_data", n_per_class=int(m.group(2)), draw=int(m.group(3)))
-
-
 def scenario_patients(
     splits: pd.DataFrame,
     *,
@@ -156,7 +100,8 @@ def scenario_patients(
     repeat, fold
         Which split.
     scenario
-        ``full`` keeps every training patient; ``low_data-n{n}-d{d}`` keeps ``n`` randomly
+        A registered scenario (:data:`recipe_mil.scenarios.SCENARIOS`; its family's ``patients``
+        sets the roles). ``full`` keeps every training patient; ``low_data-n{n}-d{d}`` keeps ``n`` randomly
         drawn training patients per class (draw ``d``, seeded); ``missing_class-{c}``
         removes class ``c`` from the target training and validation patients (role
         ``unused``) and keeps only the external patients of class ``c`` (role
@@ -178,28 +123,11 @@ def scenario_patients(
         cohort has no patient of the missing class.
     """
     sc = parse_scenario(scenario) if isinstance(scenario, str) else scenario
+    family = SCENARIOS[sc.name]
     sel = splits[(splits["repeat"] == repeat) & (splits["fold"] == fold)]
     if sel.empty:
         raise ValueError(f"no split rows for repeat={repeat}, fold={fold}")
     out = sel[["patient", "label", "cohort", "role"]].reset_index(drop=True).copy()
-    if sc.name != "missing_class":
+    if not family.uses_external:
         out.loc[out["role"] == "external", "role"] = "unused"
-    if sc.name == "low_data":
-        rng = np.random.default_rng(derive_seed(seed, "low_data", repeat, fold, sc.n_per_class, sc.draw))
-        train = out[out["role"] == "train"]
-        for label, group in train.groupby("label", sort=True):
-            if len(group) < sc.n_per_class:
-                raise ValueError(
-                    f"scenario {sc.id}: class {label!r} has only {len(group)} training patients "
-                    f"in repeat {repeat}, fold {fold}"
-                )
-            keep = rng.choice(group.index.to_numpy(), size=sc.n_per_class, replace=False)
-            drop = group.index.difference(keep)
-            out.loc[drop, "role"] = "unused"
-    elif sc.name == "missing_class":
-        is_c = out["label"] == sc.missing
-        out.loc[is_c & out["role"].isin(["train", "val"]), "role"] = "unused"
-        out.loc[~is_c & (out["role"] == "external"), "role"] = "unused"
-        if not (is_c & (out["role"] == "external")).any():
-            raise ValueError(f"scenario {sc.id}: the external cohort has no patient of class {sc.missing!r}")
-    return out
+    return out if family.patients is None else family.patients(out, sc, repeat, fold, seed)

@@ -55,16 +55,11 @@ from recipe_mil.provenance import code_version  # noqa: E402
 from recipe_mil.sheets import check_bag_files, check_sheet, load_sheet  # noqa: E402
 from recipe_mil.simulate.dataset import TRUTH_COLUMNS as SIMULATED_TRUTH_COLUMNS  # noqa: E402
 from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
-from recipe_mil.methods import (  # noqa: E402
-    AUGMENTED_METHODS,
-    FAMILY_PATTERNS,
-    METHODS,
-    generators_for,
-    methods_for,
-    scenario_family,
-)
+from recipe_mil.methods import AUGMENTED_METHODS, METHODS, generators_for, methods_for  # noqa: E402
 from recipe_mil.console import install_compact_console  # noqa: E402
-from recipe_mil.splits import SCENARIO_PATTERN, make_splits  # noqa: E402
+from recipe_mil.scenarios import SCENARIOS, configured_scenarios, parse_scenario, scenario_family  # noqa: E402
+from recipe_mil.scenarios import scenario_pattern  # noqa: E402
+from recipe_mil.splits import make_splits  # noqa: E402
 
 
 # this workflow's own schema files (a local copy also when the workflow is a remote module)
@@ -145,19 +140,9 @@ def load_dataset_sheet(dataset):
 SHEETS = {ds: load_dataset_sheet(ds) for ds in config["datasets"]}
 
 
-def scenario_ids():
-    """Scenario ids of the config: full, low_data-n{n}-d{draw} and missing_class-{class}."""
-    ids = ["full"] if config["scenarios"]["full"] else []
-    low = config["scenarios"]["low_data"]
-    ids += [f"low_data-n{n}-d{d}" for n in low["n_per_class"] for d in range(low["draws"])]
-    ids += [f"missing_class-{c}" for c in config["scenarios"]["missing_class"]["classes"]]
-    return ids
-
-
 def dataset_scenarios(dataset):
-    """Scenario ids that apply to a dataset (a missing class must be one of its classes)."""
-    classes = config["datasets"][dataset]["classes"]
-    return [s for s in scenario_ids() if not s.startswith("missing_class-") or s.split("-", 1)[1] in classes]
+    """Scenario ids of the config that apply to a dataset (recipe_mil.scenarios: a missing class must be its class)."""
+    return configured_scenarios(config["scenarios"], config["datasets"][dataset]["classes"])
 
 
 def scenario_methods(scenario):
@@ -167,7 +152,7 @@ def scenario_methods(scenario):
 
 def families():
     """Scenario families the config runs (one training and one generation rule each)."""
-    return [f for f in FAMILY_PATTERNS if any(scenario_family(s) == f for ds in SHEETS for s in dataset_scenarios(ds))]
+    return [f for f in SCENARIOS if any(scenario_family(s) == f for ds in SHEETS for s in dataset_scenarios(ds))]
 
 
 SEEDS = list(range(config["mil"]["n_seeds"]))
@@ -176,9 +161,9 @@ SEEDS = list(range(config["mil"]["n_seeds"]))
 def check_missing_class(dataset):
     """Fail before any job runs if a missing_class scenario has no external patient of that class."""
     sheet = SHEETS[dataset]
-    for scenario in dataset_scenarios(dataset):
-        if scenario.startswith("missing_class-"):
-            cls = scenario.split("-", 1)[1]
+    for scenario in map(parse_scenario, dataset_scenarios(dataset)):
+        if scenario.name == "missing_class":
+            cls = scenario.missing
             if not ((sheet["cohort"] == "external") & (sheet["label"] == cls)).any():
                 raise ValueError(
                     f"config: scenarios.missing_class.classes has {cls!r} but dataset {dataset!r} has no "
@@ -225,14 +210,14 @@ def check_alignment(dataset):
         return
     sheet = SHEETS[dataset]
     external = set(sheet.loc[sheet["cohort"] == "external", "label"])
-    for scenario in dataset_scenarios(dataset):
-        if scenario_family(scenario) != "missing_class":
+    for scenario in map(parse_scenario, dataset_scenarios(dataset)):
+        if scenario.name != "missing_class":
             continue
-        missing = scenario.split("-", 1)[1]
+        missing = scenario.missing
         shared = (external - {missing}) & (set(config["datasets"][dataset]["classes"]) - {missing})
         if not shared:
             raise ValueError(
-                f"config: recipes.align_external={mode!r} but in dataset {dataset!r}, scenario {scenario}, the "
+                f"config: recipes.align_external={mode!r} but in dataset {dataset!r}, scenario {scenario.id}, the "
                 f"external cohort ({sorted(external)}) shares no class with the target training patients: a cohort "
                 "shift cannot be told from a class difference. Set recipes.align_external: none or add external "
                 "patients of another class"
@@ -419,7 +404,7 @@ def fold_plots():
         f"{RESULTS}/{ds}/plots/{sc}/recipes.png"
         for ds in SHEETS
         for sc in dataset_scenarios(ds)
-        if not sc.startswith("low_data")
+        if scenario_family(sc) != "low_data"
     ]
 
 
@@ -440,7 +425,7 @@ def alternation(values):
 wildcard_constraints:
     dataset=alternation(SHEETS),
     patient=alternation(ALL_PATIENTS),
-    scenario=SCENARIO_PATTERN,
+    scenario=scenario_pattern(),
     repeat=r"\d+",
     fold=r"\d+",
     seed=r"\d+",

@@ -65,7 +65,7 @@ rule flow_panel:
     params:
         paths=lambda wildcards: list(SHEETS[wildcards.dataset]["path"]),
         datasets=lambda wildcards: flow_datasets(wildcards.dataset),
-        panel=lambda wildcards: config["datasets"][wildcards.dataset]["flow"]["panel"],
+        panel=lookup(dpath="datasets/{dataset}/flow/panel", within=config),
         code=code("flow_panel.py"),
     script:
         "../scripts/flow_panel.py"
@@ -89,7 +89,7 @@ rule embed_flow:
         fcs=patient_path,
         fcs_dataset=patient_dataset,
         label=patient_label,
-        flow=lambda wildcards: config["datasets"][wildcards.dataset]["flow"],
+        flow=lookup(dpath="datasets/{dataset}/flow", within=config),
         seed=config["seed"],
         code=code("embed_flow.py"),
         simulated=lambda wildcards: "simulate" in config["datasets"][wildcards.dataset],

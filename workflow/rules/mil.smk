@@ -29,9 +29,9 @@ for _family in families():
         resources:
             gpu=1,
         wildcard_constraints:
-            scenario=FAMILY_PATTERNS[_family],
+            scenario=scenario_pattern(_family),
         params:
-            classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
+            classes=lookup(dpath="datasets/{dataset}/classes", within=config),
             methods=_methods,
             mil=config["mil"],
             select=config["select"],

@@ -16,7 +16,7 @@ rule splits:
     conda:
         "../../envs/recipes.yaml"
     params:
-        modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
+        modality=lookup(dpath="datasets/{dataset}/modality", within=config),
         splits=config["splits"],
         seed=config["seed"],
         code=code("splits.py"),
@@ -58,7 +58,7 @@ rule recipes:
         "../../envs/recipes.yaml"
     threads: 2
     params:
-        modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
+        modality=lookup(dpath="datasets/{dataset}/modality", within=config),
         pool=config["pool"],
         gmm=config["gmm"],
         recipes=config["recipes"],
@@ -90,9 +90,9 @@ for _family in families():
         conda:
             "../../envs/recipes.yaml"
         wildcard_constraints:
-            scenario=FAMILY_PATTERNS[_family],
+            scenario=scenario_pattern(_family),
         params:
-            classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
+            classes=lookup(dpath="datasets/{dataset}/classes", within=config),
             config={k: config[k] for k in ("generate", "select", "remix", "psemix")},
             seed=config["seed"],
             code=code("generate.py"),

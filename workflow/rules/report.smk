@@ -121,7 +121,7 @@ rule plot_fold:
         "../../envs/report.yaml"
     params:
         seed=config["seed"],
-        modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
+        modality=lookup(dpath="datasets/{dataset}/modality", within=config),
         folders=lambda wildcards: dict(zip(SHEETS[wildcards.dataset]["patient"], SHEETS[wildcards.dataset]["path"])),
         code=code("plot_fold.py"),
     script:

@@ -15,8 +15,8 @@ rule simulate_scrna:
     wildcard_constraints:
         dataset=alternation([d for d in SIMULATED_DATASETS if d in SCRNA_DATASETS]),
     params:
-        sim=lambda wildcards: config["datasets"][wildcards.dataset]["simulate"],
-        classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
+        sim=lookup(dpath="datasets/{dataset}/simulate", within=config),
+        classes=lookup(dpath="datasets/{dataset}/classes", within=config),
         code=code("simulate_scrna.py"),
     script:
         "../scripts/simulate_scrna.py"
@@ -35,9 +35,9 @@ rule simulate_files:
     wildcard_constraints:
         dataset=alternation(SIMULATED_FILE_DATASETS),
     params:
-        sim=lambda wildcards: config["datasets"][wildcards.dataset]["simulate"],
-        classes=lambda wildcards: config["datasets"][wildcards.dataset]["classes"],
-        modality=lambda wildcards: config["datasets"][wildcards.dataset]["modality"],
+        sim=lookup(dpath="datasets/{dataset}/simulate", within=config),
+        classes=lookup(dpath="datasets/{dataset}/classes", within=config),
+        modality=lookup(dpath="datasets/{dataset}/modality", within=config),
         code=code("simulate_files.py"),
     script:
         "../scripts/simulate_files.py"

@@ -7,8 +7,11 @@ local module has its ``src/`` on disk; for a remote one (``github(...)``) ``work
 """
 
 import logging
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files: no job opens a window (recipe_mil.plots)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 if (SRC / "recipe_mil").is_dir():

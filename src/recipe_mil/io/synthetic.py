@@ -12,8 +12,7 @@ import numpy as np
 
 from recipe_mil import __version__
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
-from recipe_mil.recipes.generate import SyntheticSet
-from recipe_mil.recipes.recipes import ClassRecipe
+from recipe_mil.types import ClassRecipe, SyntheticSet
 
 
 def write_synthetic(

@@ -42,8 +42,8 @@ class GatedAttentionMIL(nn.Module):
         in_dim: int,
         n_classes: int,
         *,
-        hidden: int = 128,
-        attention_dim: int = 64,
+        hidden: int = 64,
+        attention_dim: int = 32,
         dropout: float = 0.25,
     ) -> None:
         super().__init__()

@@ -17,64 +17,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import balanced_accuracy_score
 
+from recipe_mil.config import TrainConfig
 from recipe_mil.device import resolve_device
 from recipe_mil.mil.data import BagCollection, balanced_epoch, collate
 from recipe_mil.mil.model import GatedAttentionMIL
 
 # Tolerance under which two balanced accuracies count as equal (they are ratios of counts).
 _BACC_TIE = 1e-9
-
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters of one MIL training run.
-
-    Attributes
-    ----------
-    hidden
-        Width of the instance encoder.
-    attention_dim
-        Width of the gated attention network.
-    dropout
-        Dropout probability (encoder and classifier).
-    lr
-        AdamW learning rate.
-    weight_decay
-        AdamW weight decay.
-    epochs
-        Maximum number of epochs.
-    patience
-        Stop after this many epochs in which neither the kept validation score (balanced
-        accuracy, then loss) nor the lowest validation loss improved.
-    min_epochs
-        Never stop early before this many epochs (an untrained model can score a lucky
-        validation accuracy on a handful of patients).
-    batch_size
-        Bags per batch.
-    max_instances
-        Random subsample of at most this many instances per bag during training; None
-        keeps every instance. Validation and prediction always use every instance.
-    seed
-        Seed of the weight initialisation, dropout, sampling and subsampling.
-    device
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    threads
-        If given, passed to :func:`torch.set_num_threads`.
-    """
-
-    hidden: int = 128
-    attention_dim: int = 64
-    dropout: float = 0.25
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    epochs: int = 40
-    patience: int = 10
-    min_epochs: int = 10
-    batch_size: int = 8
-    max_instances: int | None = 512
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
 
 
 @dataclass
@@ -141,6 +90,127 @@ def _validate(
     return loss, bacc
 
 
+class EarlyStopping:
+    """Early stopping on real validation bags: keeps the best state and says when to stop.
+
+    The kept state is the one with the highest balanced accuracy, ties (within
+    ``1e-9``) broken by the lower loss. An epoch counts as progress when it improves the kept
+    score or the lowest validation loss so far; training stops after ``patience`` epochs
+    without progress, never before ``min_epochs``.
+
+    Parameters
+    ----------
+    patience
+        Epochs without progress before stopping.
+    min_epochs
+        Never stop before this epoch.
+
+    Attributes
+    ----------
+    best_key
+        ``(balanced accuracy, loss)`` of the kept state.
+    best_epoch
+        The 1-based epoch of the kept state (0 before the first update).
+    best_state
+        A copy of the model's ``state_dict`` at ``best_epoch`` (None before the first update).
+    """
+
+    def __init__(self, patience: int, min_epochs: int) -> None:
+        self.patience = patience
+        self.min_epochs = min_epochs
+        self.best_key = (-math.inf, math.inf)
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.lowest_loss = math.inf
+        self.stale = 0
+
+    def update(self, epoch: int, val_loss: float, val_bacc: float, model: torch.nn.Module) -> bool:
+        """Record one epoch's validation scores; return whether its state is now the kept one."""
+        best_bacc, best_loss = self.best_key
+        improved = val_bacc > best_bacc + _BACC_TIE or (abs(val_bacc - best_bacc) <= _BACC_TIE and val_loss < best_loss)
+        if improved or val_loss < self.lowest_loss:
+            self.stale = -1
+        self.lowest_loss = min(self.lowest_loss, val_loss)
+        if improved:
+            self.best_key = (val_bacc, val_loss)
+            self.best_epoch = epoch
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.stale += 1
+        return improved
+
+    def should_stop(self, epoch: int) -> bool:
+        """Whether to stop after ``epoch`` (no progress for ``patience`` epochs, ``min_epochs`` reached)."""
+        return self.stale >= self.patience and epoch >= self.min_epochs
+
+
+def train_epoch(
+    model: GatedAttentionMIL,
+    optimiser: torch.optim.Optimizer,
+    train: BagCollection,
+    config: TrainConfig,
+    *,
+    rng: np.random.Generator,
+    device: torch.device,
+    source: torch.Tensor | None = None,
+) -> float:
+    """Run one epoch of training and return its mean loss per bag.
+
+    Draws ``len(train)`` bags with class-balanced sampling (with replacement) and runs
+    ``ceil(len(train) / batch_size)`` AdamW steps on the cross-entropy, against
+    ``train.soft_targets`` when present and the hard labels otherwise; bags are subsampled
+    to ``config.max_instances``. ``rng`` drives the sampling and subsampling; torch's global
+    generator the dropout.
+
+    Parameters
+    ----------
+    model, optimiser
+        The model (put in train mode) and its optimiser.
+    train
+        Training bags.
+    config
+        Hyperparameters (``batch_size``, ``max_instances``).
+    rng
+        The training's numpy generator.
+    device
+        Where the model lives.
+    source
+        ``train.features`` already on ``device`` (GPU), or None.
+    """
+    model.train()
+    ids = balanced_epoch(train.labels, len(train), rng)
+    total, seen = 0.0, 0
+    for b in range(math.ceil(len(train) / config.batch_size)):
+        batch = ids[b * config.batch_size : (b + 1) * config.batch_size]
+        x, mask, y, soft = collate(train, batch, max_instances=config.max_instances, rng=rng, source=source)
+        logits, _ = model(x.to(device), mask.to(device))
+        target = soft.to(device) if soft is not None else y.to(device)
+        loss = F.cross_entropy(logits, target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total += float(loss.item()) * batch.shape[0]
+        seen += batch.shape[0]
+    return total / seen
+
+
+def _check_fit_inputs(
+    train: BagCollection, val: BagCollection | None, n_classes: int, config: TrainConfig
+) -> BagCollection | None:
+    """Refuse inconsistent inputs; return ``val``, or None when it has no bags."""
+    if len(train) == 0:
+        raise ValueError("no training bags")
+    if config.batch_size < 1 or config.epochs < 1 or config.patience < 1:
+        raise ValueError("batch_size, epochs and patience must be positive")
+    for name, bags in (("train", train), ("val", val)):
+        if bags is not None and len(bags) and int(bags.labels.max()) >= n_classes:
+            raise ValueError(f"{name} has label {int(bags.labels.max())} but n_classes={n_classes}")
+        if bags is not None and bags.dim != train.dim:
+            raise ValueError(f"{name} has feature dimension {bags.dim}, train has {train.dim}")
+    if train.soft_targets is not None and train.soft_targets.shape[1] != n_classes:
+        raise ValueError(f"soft targets have {train.soft_targets.shape[1]} classes, expected {n_classes}")
+    return None if val is not None and len(val) == 0 else val
+
+
 def fit_mil(
     train: BagCollection,
     val: BagCollection | None,
@@ -151,12 +221,10 @@ def fit_mil(
 ) -> FitResult:
     """Train a gated attention MIL model.
 
-    Each epoch draws ``len(train)`` bags with class-balanced sampling (with replacement)
-    and runs ``ceil(len(train) / batch_size)`` AdamW steps on the cross-entropy, against
-    ``train.soft_targets`` when present and the hard labels otherwise. After each epoch the
-    validation bags are scored with every instance in eval mode; the best state (higher
-    balanced accuracy, then lower loss) is kept, training stops after ``patience`` epochs
-    without improvement, and the best state is restored. Without validation bags every
+    Each epoch is one :func:`train_epoch`. After each epoch the validation bags are scored
+    with every instance in eval mode and an :class:`EarlyStopping` tracker keeps the best
+    state (higher balanced accuracy, then lower loss) and stops training after ``patience``
+    epochs without improvement; the best state is restored. Without validation bags every
     epoch runs and the last state is kept.
 
     On CPU the result is a deterministic function of the inputs and ``config.seed``; the
@@ -180,19 +248,7 @@ def fit_mil(
     FitResult
         The trained model, the per-epoch history and the epoch of the kept state.
     """
-    if len(train) == 0:
-        raise ValueError("no training bags")
-    if config.batch_size < 1 or config.epochs < 1 or config.patience < 1:
-        raise ValueError("batch_size, epochs and patience must be positive")
-    for name, bags in (("train", train), ("val", val)):
-        if bags is not None and len(bags) and int(bags.labels.max()) >= n_classes:
-            raise ValueError(f"{name} has label {int(bags.labels.max())} but n_classes={n_classes}")
-        if bags is not None and bags.dim != train.dim:
-            raise ValueError(f"{name} has feature dimension {bags.dim}, train has {train.dim}")
-    if train.soft_targets is not None and train.soft_targets.shape[1] != n_classes:
-        raise ValueError(f"soft targets have {train.soft_targets.shape[1]} classes, expected {n_classes}")
-    if val is not None and len(val) == 0:
-        val = None
+    val = _check_fit_inputs(train, val, n_classes, config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -201,6 +257,8 @@ def fit_mil(
     fork_devices: list[int] = []  # CUDA generators to save and restore besides the CPU one
     if device.type == "cuda":
         fork_devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    history: list[dict[str, float | int | None]] = []
+    stopper = EarlyStopping(config.patience, config.min_epochs)
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
@@ -212,67 +270,34 @@ def fit_mil(
             dropout=config.dropout,
         ).to(device)
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        n_batches = math.ceil(len(train) / config.batch_size)
         source = _on_device(train, device)  # one copy per training, batches gathered on the device
-
-        history: list[dict[str, float | int | None]] = []
-        best_state: dict[str, torch.Tensor] | None = None
-        best_key = (-math.inf, math.inf)  # (balanced accuracy, loss)
-        best_epoch = 0
-        lowest_loss = math.inf
-        stale = 0
         for epoch in range(1, config.epochs + 1):
-            model.train()
-            ids = balanced_epoch(train.labels, len(train), rng)
-            total, seen = 0.0, 0
-            for b in range(n_batches):
-                batch = ids[b * config.batch_size : (b + 1) * config.batch_size]
-                x, mask, y, soft = collate(train, batch, max_instances=config.max_instances, rng=rng, source=source)
-                logits, _ = model(x.to(device), mask.to(device))
-                target = soft.to(device) if soft is not None else y.to(device)
-                loss = F.cross_entropy(logits, target)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                total += float(loss.item()) * batch.shape[0]
-                seen += batch.shape[0]
-            train_loss = total / seen
-
+            train_loss = train_epoch(model, optimiser, train, config, rng=rng, device=device, source=source)
             if val is None:
                 history.append(
                     {"epoch": epoch, "train_loss": train_loss, "val_loss": None, "val_balanced_accuracy": None}
                 )
-                best_epoch = epoch
                 say(f"epoch {epoch}/{config.epochs} train_loss={train_loss:.4f}")
                 continue
-
             val_loss, val_bacc = _validate(model, val, batch_size=max(config.batch_size, 16), device=device)
             history.append(
                 {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_balanced_accuracy": val_bacc}
             )
-            improved = val_bacc > best_key[0] + _BACC_TIE or (
-                abs(val_bacc - best_key[0]) <= _BACC_TIE and val_loss < best_key[1]
-            )
-            if improved or val_loss < lowest_loss:
-                stale = -1
-            lowest_loss = min(lowest_loss, val_loss)
-            if improved:
-                best_key = (val_bacc, val_loss)
-                best_epoch = epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            stale += 1
+            improved = stopper.update(epoch, val_loss, val_bacc, model)
             say(
                 f"epoch {epoch}/{config.epochs} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
                 f"val_balanced_accuracy={val_bacc:.4f}{' (best)' if improved else ''}"
             )
-            if stale >= config.patience and epoch >= config.min_epochs:
+            if stopper.should_stop(epoch):
                 say(f"early stop after epoch {epoch}: no improvement for {config.patience} epochs")
                 break
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-        say(f"restored epoch {best_epoch} (val_balanced_accuracy={best_key[0]:.4f}, val_loss={best_key[1]:.4f})")
+    if stopper.best_state is not None:
+        model.load_state_dict(stopper.best_state)
+        bacc, loss = stopper.best_key
+        say(f"restored epoch {stopper.best_epoch} (val_balanced_accuracy={bacc:.4f}, val_loss={loss:.4f})")
     model.eval()
+    best_epoch = stopper.best_epoch if val is not None else len(history)
     return FitResult(model=model, history=history, best_epoch=best_epoch)
 
 

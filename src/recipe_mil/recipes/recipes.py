@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import digamma, gammaln, polygamma
+
+from recipe_mil.types import BagSizeModel, ClassRecipe
 
 PROPORTION_FLOOR = 1e-6
 
@@ -294,75 +296,6 @@ def fit_class_dirichlets(
         rho = (m.dof * m.rho() + prior_weight * shared) / (m.dof + prior_weight)
         out[c] = (alpha / alpha.sum() * (1.0 / rho - 1.0), "shrunk")
     return out
-
-
-@dataclass
-class BagSizeModel:
-    """Log-normal bag-size model, clipped to the observed range.
-
-    Attributes
-    ----------
-    log_mean, log_sd
-        Mean and standard deviation of log bag size.
-    min_size, max_size
-        Clipping range (the observed extremes).
-    """
-
-    log_mean: float
-    log_sd: float
-    min_size: int
-    max_size: int
-
-    @classmethod
-    def fit(cls, sizes: Sequence[int]) -> BagSizeModel:
-        """Fit to observed bag sizes."""
-        logs = np.log(np.asarray(sizes, dtype=float))
-        return cls(float(logs.mean()), float(logs.std()), int(np.min(sizes)), int(np.max(sizes)))
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Draw ``n`` bag sizes."""
-        draws = np.exp(rng.normal(self.log_mean, self.log_sd, size=n))
-        return np.clip(np.rint(draws), self.min_size, self.max_size).astype(np.int64)
-
-
-@dataclass
-class ClassRecipe:
-    """The recipe of one class.
-
-    Attributes
-    ----------
-    alpha
-        Dirichlet concentration over the K clusters.
-    mean_proportions
-        ``alpha / alpha.sum()``.
-    dirichlet_fit
-        ``mle`` or ``moments``.
-    bag_size
-        The class's bag-size model.
-    cohort
-        The cohort the recipe was learned from.
-    patients
-        The patients it was learned from.
-    patient_proportions
-        Their proportion vectors (rows), for plots and checks.
-    """
-
-    alpha: list[float]
-    mean_proportions: list[float]
-    dirichlet_fit: str
-    bag_size: BagSizeModel
-    cohort: str
-    patients: list[str]
-    patient_proportions: list[list[float]]
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-serialisable form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ClassRecipe:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{**d, "bag_size": BagSizeModel(**d["bag_size"])})
 
 
 def learn_recipe(

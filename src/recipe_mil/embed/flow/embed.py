@@ -145,7 +145,7 @@ class FlowEmbedParams:
     logicle_w: float = 0.5
     logicle_m: float = 4.5
     logicle_a: float = 0.0
-    max_events: int | None = 10_000
+    max_events: int | None = 2000
     seed: int = 0
     drop_saturated: bool = True
     fsc_min: float | None = None
