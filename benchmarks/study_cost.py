@@ -5,7 +5,7 @@ Usage (from the repository root)::
     python benchmarks/study_cost.py config/benchmark.yaml --measured /path/to/finished/run \
         [--measured-config config/config.yaml] [--cores 2] [--jobs saved_dry_run.txt]
 
-``--measured`` is the folder of a finished run (the demo run from the repository root is one): its ``benchmarks/``
+``--measured`` is the folder of a finished run (the demo run from the repository root is one): its ``logs/benchmarks/``
 holds one Snakemake benchmark TSV per job, whose ``cpu_time`` (CPU seconds of the job's processes) is the cost
 measure. Unlike wall time, CPU seconds barely change with the machine's load, so a run measured while other work
 shared the cores still gives a usable per-job cost. The target config's jobs are counted by ``snakemake --dry-run
@@ -41,6 +41,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("full", "low_data", "missing_class")
+BENCHMARKS = Path("logs") / "benchmarks"  # where the rules' benchmark: files go
 # benchmark folders with one TSV per patient, batch or scenario: the folder names the rule family
 PER_ITEM_DIRS = {
     "embed_flow": "embed_flow",
@@ -89,14 +90,14 @@ def job_counts(config: Path, saved: Path | None) -> dict[str, int]:
 def measured_costs(run: Path) -> pd.DataFrame:
     """One row per measured job: family (rule without seed/batch suffix), scenario kind, dataset, CPU seconds."""
     rows = []
-    for tsv in sorted((run / "benchmarks").rglob("*.tsv")):
-        rel = tsv.relative_to(run / "benchmarks").parts
+    for tsv in sorted((run / BENCHMARKS).rglob("*.tsv")):
+        rel = tsv.relative_to(run / BENCHMARKS).parts
         family = PER_ITEM_DIRS.get(rel[-2], re.sub(r"_s\d+$", "", tsv.stem)) if len(rel) > 1 else tsv.stem
         kind = next((k for k in KINDS if any(p.startswith(k) for p in rel)), "dataset")
         cpu = float(pd.read_csv(tsv, sep="\t")["cpu_time"].iloc[0])
         rows.append({"family": family, "kind": kind, "dataset": rel[0] if len(rel) > 1 else "", "cpu_s": cpu})
     if not rows:
-        raise SystemExit(f"no benchmark TSVs under {run / 'benchmarks'}: is it a finished run?")
+        raise SystemExit(f"no benchmark TSVs under {run / BENCHMARKS}: is it a finished run?")
     return pd.DataFrame(rows)
 
 

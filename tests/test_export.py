@@ -73,7 +73,7 @@ def test_export_rule_writes_h5_bags_and_sheet(tmp_path):
             assert sources == set(row.source_patients.split(","))
             assert {label_of[p] for p in sources} == {row.label}
     assert (tmp_path / "logs/bags/export/recipe/r0f0/export_synthetic.log").stat().st_size > 0
-    assert (tmp_path / "benchmarks/bags/export/recipe/r0f0/export_synthetic.tsv").is_file()
+    assert (tmp_path / "logs/benchmarks/bags/export/recipe/r0f0/export_synthetic.tsv").is_file()
 
 
 def test_export_needs_the_full_scenario(tmp_path):

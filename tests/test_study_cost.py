@@ -23,7 +23,7 @@ total                         23
 
 
 def _bench(run: Path, rel: str, cpu: float) -> None:
-    path = run / "benchmarks" / rel
+    path = run / "logs" / "benchmarks" / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{cpu * 2}\t0:00:01\t100\t{cpu}\n")
 

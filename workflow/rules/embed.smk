@@ -16,7 +16,7 @@ for _dataset in SCRNA_DATASETS:
         log:
             f"logs/{_dataset}/embed_scrna.log",
         benchmark:
-            f"benchmarks/{_dataset}/embed_scrna.tsv"
+            f"logs/benchmarks/{_dataset}/embed_scrna.tsv"
         conda:
             "../../envs/embed-scrna.yaml"
         params:
@@ -25,6 +25,7 @@ for _dataset in SCRNA_DATASETS:
             seed=config["seed"],
             code=code("embed_scrna.py"),
             truth_columns=SIMULATED_TRUTH_COLUMNS if "simulate" in config["datasets"][_dataset] else [],
+        threads: 2  # scanpy's PCA and scaling use BLAS threads (one job per dataset)
         script:
             "../scripts/embed_scrna.py"
 
@@ -37,7 +38,7 @@ rule import_bag:
     log:
         "logs/{dataset}/import_bag/{patient}.log",
     benchmark:
-        "benchmarks/{dataset}/import_bag/{patient}.tsv"
+        "logs/benchmarks/{dataset}/import_bag/{patient}.tsv"
     conda:
         "../../envs/recipes.yaml"
     wildcard_constraints:
@@ -57,7 +58,7 @@ rule flow_panel:
     log:
         "logs/{dataset}/flow_panel.log",
     benchmark:
-        "benchmarks/{dataset}/flow_panel.tsv"
+        "logs/benchmarks/{dataset}/flow_panel.tsv"
     conda:
         "../../envs/embed-flow.yaml"
     wildcard_constraints:
@@ -80,7 +81,7 @@ rule embed_flow:
     log:
         "logs/{dataset}/embed_flow/{patient}.log",
     benchmark:
-        "benchmarks/{dataset}/embed_flow/{patient}.tsv"
+        "logs/benchmarks/{dataset}/embed_flow/{patient}.tsv"
     conda:
         "../../envs/embed-flow.yaml"
     wildcard_constraints:
@@ -130,7 +131,7 @@ for _dataset in IMAGE_DATASETS:
             log:
                 f"logs/{_dataset}/embed_image/batch{_batch}.log",
             benchmark:
-                f"benchmarks/{_dataset}/embed_image/batch{_batch}.tsv"
+                f"logs/benchmarks/{_dataset}/embed_image/batch{_batch}.tsv"
             conda:
                 "../../envs/embed-image.yaml"
             threads: 1

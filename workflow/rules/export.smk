@@ -15,7 +15,7 @@ rule export_synthetic:
     log:
         "logs/{dataset}/export/{method}/r{repeat}f{fold}/export_synthetic.log",
     benchmark:
-        "benchmarks/{dataset}/export/{method}/r{repeat}f{fold}/export_synthetic.tsv"
+        "logs/benchmarks/{dataset}/export/{method}/r{repeat}f{fold}/export_synthetic.tsv"
     conda:
         "../../envs/recipes.yaml"
     wildcard_constraints:

@@ -22,7 +22,7 @@ for _family in families():
         log:
             "logs/{dataset}/{scenario}/r{repeat}f{fold}/train_mil_s{seed}.log",
         benchmark:
-            "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/train_mil_s{seed}.tsv"
+            "logs/benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/train_mil_s{seed}.tsv"
         conda:
             "../../envs/mil.yaml"
         threads: 1
@@ -53,7 +53,7 @@ rule realism:
     log:
         "logs/{dataset}/{scenario}/r{repeat}f{fold}/realism.log",
     benchmark:
-        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/realism.tsv"
+        "logs/benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/realism.tsv"
     conda:
         "../../envs/recipes.yaml"
     params:

@@ -12,7 +12,7 @@ rule splits:
     log:
         "logs/{dataset}/splits.log",
     benchmark:
-        "benchmarks/{dataset}/splits.tsv"
+        "logs/benchmarks/{dataset}/splits.tsv"
     conda:
         "../../envs/recipes.yaml"
     params:
@@ -33,7 +33,7 @@ rule scenario_patients:
     log:
         "logs/{dataset}/{scenario}/r{repeat}f{fold}/scenario_patients.log",
     benchmark:
-        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/scenario_patients.tsv"
+        "logs/benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/scenario_patients.tsv"
     conda:
         "../../envs/recipes.yaml"
     params:
@@ -53,7 +53,7 @@ rule recipes:
     log:
         "logs/{dataset}/{scenario}/r{repeat}f{fold}/recipes.log",
     benchmark:
-        "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/recipes.tsv"
+        "logs/benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/recipes.tsv"
     conda:
         "../../envs/recipes.yaml"
     threads: 2
@@ -86,7 +86,7 @@ for _family in families():
         log:
             "logs/{dataset}/{scenario}/r{repeat}f{fold}/generate.log",
         benchmark:
-            "benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/generate.tsv"
+            "logs/benchmarks/{dataset}/{scenario}/r{repeat}f{fold}/generate.tsv"
         conda:
             "../../envs/recipes.yaml"
         wildcard_constraints:

@@ -60,7 +60,7 @@ rule summary:
     log:
         "logs/summary.log",
     benchmark:
-        "benchmarks/summary/summary.tsv"
+        "logs/benchmarks/summary/summary.tsv"
     conda:
         "../../envs/report.yaml"
     params:
@@ -116,7 +116,7 @@ rule plot_fold:
     log:
         "logs/{dataset}/plots/{scenario}.log",
     benchmark:
-        "benchmarks/{dataset}/plots/{scenario}.tsv"
+        "logs/benchmarks/{dataset}/plots/{scenario}.tsv"
     conda:
         "../../envs/report.yaml"
     params:

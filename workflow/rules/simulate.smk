@@ -9,7 +9,7 @@ rule simulate_scrna:
     log:
         "logs/{dataset}/simulate_scrna.log",
     benchmark:
-        "benchmarks/{dataset}/simulate_scrna.tsv"
+        "logs/benchmarks/{dataset}/simulate_scrna.tsv"
     conda:
         "../../envs/embed-scrna.yaml"
     wildcard_constraints:
@@ -29,7 +29,7 @@ rule simulate_files:
     log:
         "logs/{dataset}/simulate_files.log",
     benchmark:
-        "benchmarks/{dataset}/simulate_files.tsv"
+        "logs/benchmarks/{dataset}/simulate_files.tsv"
     conda:
         "../../envs/simulate.yaml"
     wildcard_constraints:

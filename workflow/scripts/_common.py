@@ -23,6 +23,19 @@ if (SRC / "recipe_mil").is_dir():
 import recipe_mil  # noqa: E402
 from recipe_mil.console import summary_line  # noqa: E402
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def limit_threads(threads: int) -> None:
+    """Give the job's numerical libraries the rule's ``threads``, no more.
+
+    Without a limit every job's BLAS, OpenMP and numba pools take every core, so two jobs on two cores each run
+    four threads and wait on each other (the demo's realism jobs spent half their wall time so). The variables are
+    read when numpy, sklearn or numba load, which is after this call: rule scripts call :func:`start` first.
+    """
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(threads)
+
 
 def start(snakemake) -> logging.Logger:
     """Log everything to ``snakemake.log[0]``, warnings and errors also to stderr; return the rule's logger.
@@ -30,6 +43,7 @@ def start(snakemake) -> logging.Logger:
     Progress (per-epoch lines, tables) stays in the log file; the console shows one line per finished job, built
     by ``recipe_mil.console.CompactConsole`` from the job's :func:`done` line.
     """
+    limit_threads(int(getattr(snakemake, "threads", 1) or 1))
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING)
     handlers: list[logging.Handler] = [console]
@@ -46,6 +60,8 @@ def start(snakemake) -> logging.Logger:
 
     sys.excepthook = hook
     logger.info("recipe_mil %s from %s", recipe_mil.__version__, Path(recipe_mil.__file__).parent)
+    if "numpy" in sys.modules:  # loaded before start(): the thread variables came too late for it
+        logger.info("numpy was loaded before the thread limit of %s", os.environ["OMP_NUM_THREADS"])
     return logger
 
 
