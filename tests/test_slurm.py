@@ -483,5 +483,6 @@ def test_tiny_workflow_through_slurm(slurm_cluster, tmp_path):
         assert job["Partition"] == expected_partition(gpu=asks_gpu(rule)), (rule, job)
         assert job["MinMemoryNode"] == f"{profile_resource(rule, 'mem_mb')}M", (rule, job)
         assert ("gpu:1" in job.get("TresPerJob", "")) == asks_gpu(rule), (rule, job)
-        assert job["CPUs/Task"] == ("2" if rule == "recipes" else "1"), (rule, job)  # cpus_per_task: threads
+        two = rule == "recipes" or rule.startswith("embed_scrna")  # the rules with threads: 2
+        assert job["CPUs/Task"] == ("2" if two else "1"), (rule, job)  # cpus_per_task: threads
     assert len({j["Partition"] for j in jobs}) == 2

@@ -219,11 +219,12 @@ def test_mil_device_reaches_selection_scoring(missing_fold, monkeypatch):
     monkeypatch.setattr(experiment, "mc_dropout_probs", fake_scores)
     rows = np.flatnonzero(fit.pool.obs["label"].astype(str).to_numpy() == "disease")
     cand = SyntheticSet.from_bags([rows[:20], rows[20:40]], ["disease", "disease"])
+    pool_x = pool_features(fit.pool, paths)  # pools hold no features: the bags are the store
     select_candidates(
         data,
-        GatedAttentionMIL(fit.pool.X.shape[1], 2),
+        GatedAttentionMIL(pool_x.shape[1], 2),
         cand,
-        fit.pool.X,
+        pool_x,
         TrainConfig(device="cuda:3"),
         SelectConfig(passes=2),
         n_per_class=1,
