@@ -24,8 +24,8 @@ modality-specific meaning of a shift are the simulators' own; the bag size of ev
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -192,6 +192,38 @@ def resolve_state_shift(
 def restrict_to_classes(mapping: Mapping[str, object], classes: Sequence[str]) -> dict[str, object]:
     """Keep the entries of a per-class mapping whose class is in ``classes`` (an external cohort's subset)."""
     return {c: v for c, v in mapping.items() if c in classes}
+
+
+P = TypeVar("P")
+
+
+def external_cohort_params(
+    params: P,
+    classes: Sequence[str],
+    n_patients_per_class: int,
+    *,
+    seed_offset: int,
+    patient_prefix: str,
+    per_class: Sequence[str] = ("disease_only", "state_shift"),
+    **shift: Any,
+) -> P:
+    """Return an external cohort's parameters: a target cohort's, restricted to ``classes``, with its own patients.
+
+    Every simulator builds its external cohort so: the per-class fields ``per_class`` keep only the external
+    classes, the seed moves by ``seed_offset``, ids take ``patient_prefix`` and ``shift`` sets the cohort's own
+    difference (batch, instrument, stain).
+    """
+    restricted = {f: restrict_to_classes(getattr(params, f) or {}, classes) for f in per_class}
+    return replace(
+        params,
+        classes=tuple(classes),
+        n_patients_per_class=n_patients_per_class,
+        **restricted,
+        **shift,
+        seed=params.seed + seed_offset,
+        cohort="external",
+        patient_prefix=patient_prefix,
+    )
 
 
 @dataclass(frozen=True)

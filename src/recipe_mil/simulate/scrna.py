@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import anndata as ad
 import numpy as np
@@ -48,9 +48,9 @@ from recipe_mil.simulate.common import (
     cohort_design,
     draw_bag_size,
     draw_instances,
+    external_cohort_params,
     resolve_disease_only,
     resolve_state_shift,
-    restrict_to_classes,
     state_truth,
 )
 
@@ -478,16 +478,8 @@ def external_params(
     ScrnaSimParams
         With ``cohort="external"`` and ``patient_prefix="E"``.
     """
-    return replace(
-        params,
-        classes=tuple(classes),
-        n_patients_per_class=n_patients_per_class,
-        disease_only=restrict_to_classes(params.disease_only or {}, classes),
-        state_shift=restrict_to_classes(params.state_shift or {}, classes),
-        batch_shift=batch_shift,
-        seed=params.seed + seed_offset,
-        cohort="external",
-        patient_prefix="E",
+    return external_cohort_params(
+        params, classes, n_patients_per_class, seed_offset=seed_offset, patient_prefix="E", batch_shift=batch_shift
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from recipe_mil.simulate.common import (
     cohort_design,
     draw_bag_size,
     draw_instances,
-    restrict_to_classes,
+    external_cohort_params,
     state_truth,
 )
 from recipe_mil.simulate.flow.events import _channels, _simulate_events, _spill_text, spillover_matrix, write_fcs_file
@@ -164,15 +163,12 @@ def external_flow_params(
     FlowSimParams
         With ``cohort="external"`` and ``patient_prefix="X"``.
     """
-    return replace(
+    return external_cohort_params(
         params,
-        classes=tuple(classes),
-        n_patients_per_class=n_patients_per_class,
-        disease_only=restrict_to_classes(params.disease_only or {}, classes),
-        state_shift=restrict_to_classes(params.state_shift or {}, classes),
+        classes,
+        n_patients_per_class,
+        seed_offset=seed_offset,
+        patient_prefix="X",
         instrument=instrument,
         intensity_shift_sd=intensity_shift_sd,
-        seed=params.seed + seed_offset,
-        cohort="external",
-        patient_prefix="X",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from recipe_mil.simulate.common import (
     cohort_design,
     draw_bag_size,
     draw_instances,
-    restrict_to_classes,
+    external_cohort_params,
     state_truth,
 )
 from recipe_mil.simulate.image.params import (
@@ -260,15 +260,12 @@ def external_image_params(
     ImageSimParams
         With ``cohort="external"`` and ``patient_prefix="E"``.
     """
-    return replace(
+    return external_cohort_params(
         params,
-        classes=tuple(classes),
-        n_patients_per_class=n_patients_per_class,
-        disease_only=restrict_to_classes(params.disease_only or {}, classes),
-        disease_only_morphology=restrict_to_classes(params.disease_only_morphology or {}, classes),
-        state_shift=restrict_to_classes(params.state_shift or {}, classes),
-        stain_shift=stain_shift,
-        seed=params.seed + seed_offset,
-        cohort="external",
+        classes,
+        n_patients_per_class,
+        seed_offset=seed_offset,
         patient_prefix="E",
+        per_class=("disease_only", "disease_only_morphology", "state_shift"),
+        stain_shift=stain_shift,
     )
