@@ -339,6 +339,26 @@ def test_c2st_permutation_p_value():
     assert same[1] > 0.1 and apart[1] < 0.05 and apart[0] > 0.9
 
 
+def test_c2st_is_sklearns_ridge_classifier_and_its_p_value_is_calibrated():
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    for d in (4, 30):
+        x, y = rng.normal(size=(20, d)), rng.normal(0.4, 1, size=(8, d))
+        z, t = np.vstack([x, y]), np.r_[np.zeros(20), np.ones(8)]
+        cv = StratifiedKFold(n_splits=5, shuffle=True, random_state=7)
+        ref = make_pipeline(StandardScaler(), RidgeClassifier(alpha=d))
+        expected = cross_val_score(ref, z, t, cv=cv, scoring="balanced_accuracy").mean()
+        assert c2st(x, y, seed=7)[0] == pytest.approx(expected, abs=1e-12)
+    # under the null the permutation p-value is uniform: about 5% of tests fall below 0.05
+    p = np.array([c2st(rng.normal(size=(20, 8)), rng.normal(size=(8, 8)), permutations=40, seed=i)[1]
+                  for i in range(150)])
+    assert 0.005 <= (p < 0.05).mean() <= 0.11 and 0.12 <= (p < 0.2).mean() <= 0.30
+
+
 def test_equal_differences_up_to_rounding_have_no_interval_and_no_test():
     # averages over seeds of equal differences differ in their last bits; that is not a noise estimate
     d = np.array([(0.1 + 0.2) / 3 - 0.1 + 1e-3, 0.3 / 3 - 0.1 + 1e-3])

@@ -8,10 +8,7 @@ from dataclasses import dataclass, field
 import anndata as ad
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score, permutation_test_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.model_selection import StratifiedKFold
 
 from recipe_mil.recipes.generate import SyntheticSet
 
@@ -58,8 +55,29 @@ def mmd_rbf(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> 
     )
 
 
-def _c2st_classifier():
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
+C2ST_RIDGE = 1.0
+"""Ridge penalty of the C2ST classifier per standardised feature (the penalty is ``C2ST_RIDGE * d``)."""
+
+
+def _ridge_balanced_accuracy(z: np.ndarray, t: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Mean per-fold balanced accuracy of a ridge classifier (least squares on +-1 targets).
+
+    Each fold standardises the features with its training rows and solves the ridge problem in
+    its dual form (training rows x training rows), which is cheap for the few bags a C2ST sees.
+    """
+    accs = []
+    for tr, te in folds:
+        mu = z[tr].mean(0)
+        sd = z[tr].std(0)
+        sd[sd == 0] = 1.0
+        a, b = (z[tr] - mu) / sd, (z[te] - mu) / sd
+        y = np.where(t[tr] == 1, 1.0, -1.0)
+        c = y.mean()
+        w = np.linalg.solve(a @ a.T + C2ST_RIDGE * z.shape[1] * np.eye(len(a)), y - c)
+        pred = (b @ (a.T @ w) + c) > 0
+        truth = t[te] == 1
+        accs.append(0.5 * (pred[truth].mean() + (~pred[~truth]).mean()))
+    return float(np.mean(accs))
 
 
 def c2st(x: np.ndarray, y: np.ndarray, *, permutations: int = 0, seed: int = 0) -> tuple[float, float]:
@@ -69,6 +87,10 @@ def c2st(x: np.ndarray, y: np.ndarray, *, permutations: int = 0, seed: int = 0) 
     accuracy of two identical distributions scatters widely around 0.5 (sd about 0.12 for 6 vs
     10 rows), so the point value alone says little: the permutation p-value compares it with
     the accuracies reached after shuffling which rows are which.
+
+    The classifier is a ridge classifier on standardised features (penalty ``C2ST_RIDGE`` per
+    feature), solved in closed form: a test with 50 permutations costs milliseconds, where an
+    iterative logistic regression took about a second.
 
     Parameters
     ----------
@@ -82,23 +104,26 @@ def c2st(x: np.ndarray, y: np.ndarray, *, permutations: int = 0, seed: int = 0) 
     Returns
     -------
     accuracy
-        Cross-validated balanced accuracy (NaN with fewer than 2 rows on a side).
+        Balanced accuracy averaged over stratified folds (NaN with fewer than 2 rows on a side).
     p_value
-        ``(1 + #permuted accuracies >= accuracy) / (1 + permutations)``, or NaN.
+        ``(1 + #permuted accuracies >= accuracy) / (1 + permutations)``, or NaN; every permutation
+        re-draws its stratified folds from its shuffled labels, as the observed labels do.
     """
     k = int(min(5, len(x), len(y)))
     if k < 2:
         return float("nan"), float("nan")
-    z = np.vstack([x, y])
+    z = np.vstack([x, y]).astype(np.float64)
     t = np.r_[np.zeros(len(x)), np.ones(len(y))]
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    acc = _ridge_balanced_accuracy(z, t, list(cv.split(z, t)))
     if permutations <= 0:
-        acc = cross_val_score(_c2st_classifier(), z, t, cv=cv, scoring="balanced_accuracy").mean()
-        return float(acc), float("nan")
-    acc, _, p = permutation_test_score(
-        _c2st_classifier(), z, t, cv=cv, scoring="balanced_accuracy", n_permutations=permutations, random_state=seed
-    )
-    return float(acc), float(p)
+        return acc, float("nan")
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(permutations):
+        tp = rng.permutation(t)
+        hits += _ridge_balanced_accuracy(z, tp, list(cv.split(z, tp))) >= acc
+    return acc, (1 + hits) / (1 + permutations)
 
 
 def c2st_accuracy(x: np.ndarray, y: np.ndarray, *, seed: int = 0) -> float:
