@@ -19,7 +19,8 @@ A job's cost grows with its data, so each measured per-job cost is scaled to the
   ``missing_class`` folds by the ratio of (patients per dataset + synthetic patients per class);
 * ``low_data`` jobs: by the ratio of (real training patients per class + synthetic patients per class);
 * training jobs: also by the ratio of the ``mil.epochs`` caps (early stopping makes this an upper bound);
-* realism jobs: also by the ratio of ``realism.c2st_permutations`` + 1 (one classifier fit each);
+* realism jobs: plus the extra permutations' cost, timed here on random bag means of the study's shape (the
+  closed-form C2ST makes a permutation cost about a millisecond, so this term is small);
 * per-patient jobs (``embed_flow``, ``import_bag``) are not scaled; image batches by patients per batch job.
 
 The scaling is linear in bags: an assumption, printed with the result. The estimate is CPU seconds divided by the
@@ -118,7 +119,25 @@ def _sizes(cfg: dict) -> dict[str, float]:
         "low_real": sum(n_low) / len(n_low),
         "epochs": float(cfg.get("mil", {}).get("epochs", 150)),
         "permutations": float(cfg.get("realism", {}).get("c2st_permutations", 0)),
+        "classes": sum(len(ds["classes"]) for ds in cfg["datasets"].values()) / len(cfg["datasets"]),
+        "methods": float(len(cfg.get("methods", [])) or 10),
     }
+
+
+def c2st_seconds(permutations: int, n_synthetic: int, n_heldout: int, width: int = 30, repeats: int = 5) -> float:
+    """Seconds of one :func:`recipe_mil.realism.c2st` with ``permutations`` on random bag means (timed here)."""
+    import time
+
+    import numpy as np
+
+    from recipe_mil.realism import c2st
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(n_synthetic, width)), rng.normal(size=(max(n_heldout, 2), width))
+    start = time.perf_counter()
+    for i in range(repeats):
+        c2st(x, y, permutations=permutations, seed=i)
+    return (time.perf_counter() - start) / repeats
 
 
 def rule_family(rule: str) -> tuple[str, str | None]:
@@ -157,9 +176,15 @@ def estimate(counts: dict[str, int], costs: pd.DataFrame, target: dict, measured
             scale *= max(int((costs.family == "embed_image").sum()), 1) / max(n_batches, 1)
         if fam == "train_mil":
             scale *= t["epochs"] / m["epochs"]
-        if fam == "realism":  # one classifier fit per permutation and class
-            scale *= (t["permutations"] + 1) / (m["permutations"] + 1)
-        out.append({"rule": rule, "jobs": n, "cpu_s_per_job": per_job, "scale": scale, "cpu_s": n * per_job * scale})
+        cpu_s = n * per_job * scale
+        if fam == "realism" and t["permutations"] != m["permutations"]:
+            # one C2ST per class and method (and the class's reference): the permutations' extra cost, timed here
+            n_held = int(t["patients"] / t["classes"] / 5)
+            extra = c2st_seconds(int(t["permutations"]), int(t["synthetic"]), n_held) - c2st_seconds(
+                int(m["permutations"]), int(t["synthetic"]), n_held
+            )
+            cpu_s += n * extra * t["classes"] * (t["methods"] + 1)
+        out.append({"rule": rule, "jobs": n, "cpu_s_per_job": per_job, "scale": scale, "cpu_s": cpu_s})
     return pd.DataFrame(out)
 
 
