@@ -32,6 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import flowkit as fk
+from _machine import bound_note, copy_gbs, load_note
 
 from recipe_mil.embed.flow import FlowEmbedParams, embed_flow_file, resolve_panel
 from recipe_mil.simulate.flow import FLOW_PANEL, FlowSimParams, simulate_flow_cohort
@@ -94,10 +95,16 @@ def main(argv: list[str] | None = None) -> None:
             ),
         }
         eps = {}
+        gbs = copy_gbs()
         for name, fn in runs.items():
             seconds = best_time(fn, args.repeats)
             eps[name] = args.events / seconds
-            print(f"{name:40s} {seconds:7.3f} s  {eps[name]:12,.0f} events/s", flush=True)
+            print(f"{name:40s} {seconds:7.3f} s  {eps[name]:12,.0f} events/s {load_note()}", flush=True)
+        # reading is decoding bytes: the bound is the file's bytes read and the float32 events written, at the
+        # machine's copy bandwidth (compensation, 2 x 13 x 13 operations per event, is 0.3 GFLOP per million events)
+        nbytes = path.stat().st_size + args.events * 13 * 4
+        seconds = args.events / eps["recipe_mil logicle, all events"]
+        print(f"recipe_mil logicle, all events: {bound_note(seconds, nbytes=nbytes, gbs=gbs)}")
         for name in ("flowkit Sample load", "flowkit load + comp + logicle", "recipe_mil logicle, all events"):
             print(f"{name:40s} peak traced memory {peak_mb(runs[name]):8.1f} MiB", flush=True)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

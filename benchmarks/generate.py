@@ -22,6 +22,7 @@ import argparse
 import time
 
 import numpy as np
+from _machine import bound_note, copy_gbs, load_note
 
 from recipe_mil.recipes.generate import candidate_mask, generate_synthetic
 from recipe_mil.recipes.recipes import BagSizeModel, ClassRecipe
@@ -100,6 +101,13 @@ def main() -> None:
     sizes = np.diff(syn.indptr)
     print(f"per-patient loop, materialised: {t_loop:.2f} s")
     print(f"ours, vectorised, index-based: {best:.3f} s (best of {args.repeats}); {syn.indices.size} indices")
+    print(load_note())
+    # neither side computes much: the loop gathers every synthetic instance's features (read + write), ours writes
+    # one index per instance; the bound is those bytes at the machine's copy bandwidth
+    gbs = copy_gbs()
+    n = syn.indices.size
+    print(f"loop (gather): {bound_note(t_loop, nbytes=2 * n * args.d * 4, gbs=gbs)}")
+    print(f"ours (indices): {bound_note(best, nbytes=n * syn.indices.itemsize, gbs=gbs)}")
     for cls in sorted(recipes):
         bags = np.flatnonzero(syn.label == cls)
         ours = np.mean([np.bincount(clusters[syn.bag(i)], minlength=args.k) / sizes[i] for i in bags], axis=0)

@@ -30,6 +30,7 @@ import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _machine import bound_note, load_note, matmul_gflops  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.mixture import GaussianMixture  # noqa: E402
@@ -88,7 +89,13 @@ def main() -> None:
     assert sk.n_iter_ == ours.n_iter_ == args.iters
     ll_sk, ll_ours = sk.score(held), ours.score(held)
     print(f"sklearn (float64): {t_sk:.1f} s for {args.iters} EM iterations ({t_sk / args.iters:.2f} s/iteration)")
-    print(f"ours (float32, cpu): {t_ours:.1f} s ({t_ours / args.iters:.2f} s/iteration)")
+    print(f"ours (float32, cpu): {t_ours:.1f} s ({t_ours / args.iters:.2f} s/iteration) {load_note()}")
+    # an EM iteration with full covariances is two batched products per component: whitening (x - mu_k) P_k and
+    # the responsibility-weighted second moments, 2 N D^2 operations each (the rest is O(N K D))
+    flops = 4 * args.n * args.k * args.d**2
+    f64, f32 = matmul_gflops("float64", backend="numpy"), matmul_gflops("float32")
+    print(f"sklearn per iteration: {bound_note(t_sk / args.iters, flops=flops, gflops=f64)} (numpy float64 matmul)")
+    print(f"ours per iteration: {bound_note(t_ours / args.iters, flops=flops, gflops=f32)} (torch float32 matmul)")
     print(f"held-out mean log-likelihood: sklearn {ll_sk:.6f}, ours {ll_ours:.6f} (difference {ll_ours - ll_sk:+.2e})")
     if torch.cuda.is_available():
         gpu = TorchGaussianMixture(args.k, device="cuda", **opts, **init)

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import load_note
 
 from recipe_mil.embed.image import (
     ImageEmbedParams,
@@ -41,12 +41,6 @@ from recipe_mil.embed.image import (
     write_image_bags,
 )
 from recipe_mil.simulate.image import CELL_TYPES, render_cell, write_image
-
-
-def load_note() -> str:
-    """The machine's load average next to a figure (a figure measured under load is not a result)."""
-    one, five, fifteen = os.getloadavg()
-    return f"[load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min), {os.cpu_count()} CPUs]"
 
 
 def make_folder(root: Path, n: int, *, seed: int = 0, name: str | None = None) -> Path:

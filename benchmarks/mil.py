@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _machine import bound_note, load_note, matmul_gflops
 
 from recipe_mil.mil.data import BagCollection, balanced_epoch
 from recipe_mil.mil.model import GatedAttentionMIL
@@ -73,6 +74,17 @@ def batch1_loop(bags: BagCollection, config: TrainConfig, device: torch.device) 
     return last
 
 
+def epoch_flops(bags: BagCollection, config: TrainConfig, n_classes: int = 3) -> float:
+    """Operations of one training epoch: forward and backward (about twice the forward) over every instance.
+
+    Forward per instance: the encoder ``d x hidden``, the two gates ``hidden x attention_dim`` and the score, 2
+    operations per multiply-add; the classifier runs once per bag and is left out.
+    """
+    h, a = config.hidden, config.attention_dim
+    per_instance = 2 * (bags.dim * h + 2 * h * a + a)
+    return 3.0 * per_instance * bags.features.shape[0]
+
+
 def timed(fn, device: torch.device) -> tuple[float, object]:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -91,8 +103,13 @@ def compare(bags: BagCollection, config: TrainConfig, device: torch.device) -> f
     print(f"[{device}] batch-1 loop + accumulation: {t_ref / config.epochs:.2f} s/epoch, final loss {loss_ref:.4f}")
     print(
         f"[{device}] ours, padded batches of {config.batch_size}: {t_ours / config.epochs:.2f} s/epoch, "
-        f"final loss {loss_ours:.4f}"
+        f"final loss {loss_ours:.4f} {load_note()}"
     )
+    if device.type == "cpu":
+        flops = epoch_flops(bags, config)
+        gflops = matmul_gflops("float32")
+        print(f"[cpu] batch-1 loop per epoch: {bound_note(t_ref / config.epochs, flops=flops, gflops=gflops)}")
+        print(f"[cpu] ours per epoch: {bound_note(t_ours / config.epochs, flops=flops, gflops=gflops)}")
     return t_ref / t_ours
 
 
