@@ -291,11 +291,11 @@ def test_console_shows_one_line_per_finished_job(tiny_run):
     """The console of the tiny run: one line per job with its key figure; epochs and tables stay in the logs."""
     work, _, res = tiny_run
     lines = (res.stdout + res.stderr).splitlines()
-    assert len(lines) < 100, "\n".join(lines)
+    assert len(lines) < 105, "\n".join(lines)
     assert not [line for line in lines if "epoch" in line or "Shell command" in line]
-    # simulate, embed, splits, 3 scenarios x 2 folds x (scenario_patients, recipes, generate, realism),
+    # simulate, embed, bag index, splits, 3 scenarios x 2 folds x (scenario_patients, recipes, generate, realism),
     # 3 families x 2 folds x 2 seeds of training, 2 fold plots, summary, all
-    n = 3 + 6 * 4 + 12 + 2 + 2
+    n = 4 + 6 * 4 + 12 + 2 + 2
     jobs = [line for line in lines if re.match(rf"\[\d\d:\d\d:\d\d\] \d+/{n} ", line)]
     assert len(jobs) == n and jobs[-1].endswith(f"{n}/{n} all")
     train = [line for line in jobs if re.search(r" train_mil_\w+\(dataset=tiny_scrna, ", line)]

@@ -146,3 +146,20 @@ for _dataset in IMAGE_DATASETS:
                 code=code("embed_image.py"),
             script:
                 "../scripts/embed_image.py"
+
+
+rule bag_index:
+    input:
+        bags=dataset_bags,
+    output:
+        index=f"{RESULTS}/{{dataset}}/bags/index.tsv",
+    log:
+        "logs/{dataset}/bag_index.log",
+    benchmark:
+        "logs/benchmarks/{dataset}/bag_index.tsv"
+    conda:
+        "../../envs/recipes.yaml"
+    params:
+        code=code("bag_index.py"),
+    script:
+        "../scripts/bag_index.py"

@@ -8,7 +8,7 @@ EXPORT = f"{RESULTS}/{{dataset}}/export/{{method}}/r{{repeat}}f{{fold}}"
 rule export_synthetic:
     input:
         unpack(export_synthetic_input),
-        bags=dataset_bags,
+        bags=rules.bag_index.output.index,
     output:
         bags=directory(f"{EXPORT}/bags"),
         sheet=f"{EXPORT}/samples.tsv",

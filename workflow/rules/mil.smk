@@ -15,7 +15,7 @@ for _family in families():
         input:
             unpack(fold_synthetic_inputs),
             patients=rules.scenario_patients.output.patients,
-            bags=dataset_bags,
+            bags=rules.bag_index.output.index,
         output:
             **{f"{m}__{f.split('.')[0]}": f"{RUN}/{m}/s{{seed}}/{f}" for m in _methods for f in RESULT_FILES},
             **({"scored": selected_path(RUN, "{seed}")} if "recipe_selected" in _methods else {}),
@@ -47,7 +47,7 @@ rule realism:
         unpack(realism_inputs),
         pool=rules.recipes.output.pool,
         patients=rules.scenario_patients.output.patients,
-        bags=dataset_bags,
+        bags=rules.bag_index.output.index,
     output:
         realism=f"{RUN}/realism.tsv",
     log:

@@ -46,7 +46,7 @@ rule scenario_patients:
 rule recipes:
     input:
         patients=rules.scenario_patients.output.patients,
-        bags=dataset_bags,
+        bags=rules.bag_index.output.index,
     output:
         pool=f"{RUN}/pool.h5ad",
         recipes=f"{RUN}/recipes.json",
@@ -80,7 +80,7 @@ for _family in families():
         input:
             pool=rules.recipes.output.pool,
             recipes=rules.recipes.output.recipes,
-            bags=dataset_bags,
+            bags=rules.bag_index.output.index,
         output:
             **{g: f"{RUN}/synthetic/{g}.h5" for g in _generators},
         log:

@@ -73,7 +73,7 @@ rule plot_fold:
     input:
         recipes=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipes.json",
         pool=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/pool.h5ad",
-        bags=dataset_bags,
+        bags=rules.bag_index.output.index,
         synthetic=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/synthetic/recipe.h5",
         selected=lambda wildcards: (
             selected_path(f"{RESULTS}/{wildcards.dataset}/{wildcards.scenario}/r0f0", 0)

@@ -7,12 +7,12 @@ from pathlib import Path
 import anndata as ad
 
 from recipe_mil.export import write_synthetic_bags
-from recipe_mil.io.bags import read_bag
+from recipe_mil.io.bags import read_bag, read_bag_index
 from recipe_mil.io.synthetic import read_synthetic
 from recipe_mil.recipes.pool import pool_features, pool_instance_ids
 
 w = snakemake.wildcards
-bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
+bag_paths = read_bag_index(snakemake.input.bags)
 pool = ad.read_h5ad(snakemake.input.pool)
 syn = read_synthetic(snakemake.input.synthetic)
 if syn.selected is not None:  # recipe_selected: the candidates the selection kept (training seed 0)

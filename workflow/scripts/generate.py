@@ -2,9 +2,9 @@ from _common import done, start
 
 log = start(snakemake)
 
-from pathlib import Path
 
 from recipe_mil.augment import GeneratorInput, make_synthetic
+from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import read_recipes, write_synthetic
 from recipe_mil.recipes.pool import read_pool
 from recipe_mil.recipes.recipes import ClassRecipe
@@ -15,7 +15,7 @@ recipes, meta = read_recipes(snakemake.input.recipes)
 pooled = meta.get("pooled_target")
 # features (from the bags) only for the generators that compute with them (ReMix, PseMix prototypes)
 with_features = any(g in ("remix", "psemix") for g in snakemake.output.keys())
-bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
+bag_paths = read_bag_index(snakemake.input.bags)
 inp = GeneratorInput(
     pool=read_pool(snakemake.input.pool, bag_paths if with_features else None),
     recipes=recipes,

@@ -2,11 +2,11 @@ from _common import done, start
 
 log = start(snakemake)
 
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.io.tables import read_tsv
 from recipe_mil.plots import (
@@ -24,7 +24,7 @@ plot_recipes(recipes, snakemake.output.recipes)
 pool = read_pool(snakemake.input.pool)
 syn = read_synthetic(snakemake.input.synthetic)
 # the GMM space, recomputed from the bags and the stored projection (the pool file holds no features)
-bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
+bag_paths = read_bag_index(snakemake.input.bags)
 z = project_pool(pool, bag_paths, Projection.from_uns(pool.uns["projection"])).astype(np.float32)
 plot_pool_umap(z, pool.obs, syn.indices, snakemake.output.umap, seed=snakemake.params.seed)
 attention = read_tsv(snakemake.input.attention)

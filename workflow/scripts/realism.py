@@ -2,10 +2,9 @@ from _common import done, start
 
 log = start(snakemake)
 
-from pathlib import Path
 
 from recipe_mil.io.atomic import atomic_path
-from recipe_mil.io.bags import read_bag
+from recipe_mil.io.bags import read_bag, read_bag_index
 from recipe_mil.io.synthetic import read_synthetic
 from recipe_mil.io.tables import read_tsv
 from recipe_mil.realism import realism_for_run
@@ -16,7 +15,7 @@ w = snakemake.wildcards
 fixed = {"pool", "patients", "bags"}
 synthetic = {k: read_synthetic(v) for k, v in snakemake.input.items() if k not in fixed}
 patients = read_tsv(snakemake.input.patients)
-bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
+bag_paths = read_bag_index(snakemake.input.bags)
 heldout = {}
 for row in patients[patients["role"] == "test"].itertuples():
     heldout.setdefault(row.label, []).append(read_bag(bag_paths[row.patient]).features)

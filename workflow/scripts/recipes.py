@@ -2,10 +2,10 @@ from _common import done, start
 
 log = start(snakemake)
 
-from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
+from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import write_recipes
 from recipe_mil.io.tables import read_tsv
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
@@ -14,7 +14,7 @@ from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards
 patients = read_tsv(snakemake.input.patients)
-bag_paths = {Path(p).stem: p for p in snakemake.input.bags}
+bag_paths = read_bag_index(snakemake.input.bags)
 p = snakemake.params
 pool_cfg = {**p.pool, "standardize": resolve_standardize(p.pool["standardize"], p.modality)}
 config = RecipeConfig(**pool_cfg, **p.gmm, **p.recipes)

@@ -3,13 +3,13 @@ from _common import done, start
 log = start(snakemake)
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import torch
 
 from recipe_mil.experiment import FoldData, run_fold, save_model
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
+from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import read_synthetic, write_synthetic
 from recipe_mil.io.tables import read_tsv
 from recipe_mil.mil import TrainConfig
@@ -22,7 +22,7 @@ w = snakemake.wildcards
 p = snakemake.params
 torch.set_num_threads(snakemake.threads)
 patients = read_tsv(snakemake.input.patients)
-bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
+bag_paths = read_bag_index(snakemake.input.bags)
 synthetic = {k.split("__", 1)[1]: read_synthetic(v) for k, v in snakemake.input.items() if k.startswith("synthetic__")}
 # the pool's features, read from the bags in pool row order: index-based synthetic bags are rows of this matrix
 pool_x = read_pool(snakemake.input.pool, bag_paths).X if "pool" in snakemake.input.keys() else None

@@ -358,3 +358,38 @@ def read_bags(paths: Sequence[str | os.PathLike[str]]) -> tuple[np.ndarray, np.n
         bag.features = features[start:stop]
         bags.append(bag)
     return features, offsets, bags
+
+
+def write_bag_index(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> pd.DataFrame:
+    """Write a dataset's bag index: one row per bag file (``patient``, ``path``, ``n_instances``, ``n_features``).
+
+    The bag files are the dataset's feature store; the index names them once, so that every fold job depends on
+    one small file instead of every bag (with thousands of patients, a job listing every bag as an input costs the
+    scheduler more than the job). Only the shapes are read.
+
+    Parameters
+    ----------
+    paths
+        The bag files; each file's stem is its patient.
+    out
+        The index (TSV), written atomically.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The index.
+    """
+    rows = []
+    for p in paths:
+        n, d = bag_shape(p)
+        rows.append({"patient": Path(p).stem, "path": str(p), "n_instances": n, "n_features": d})
+    index = pd.DataFrame(rows, columns=["patient", "path", "n_instances", "n_features"])
+    with atomic_path(out) as tmp:
+        index.to_csv(tmp, sep="\t", index=False)
+    return index
+
+
+def read_bag_index(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Patient -> bag file, from an index written by :func:`write_bag_index`."""
+    index = pd.read_csv(path, sep="\t", dtype={"patient": str, "path": str})
+    return dict(zip(index["patient"], index["path"], strict=True))
