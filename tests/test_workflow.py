@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from recipe_mil.evaluate import SUMMARY_COLUMNS
+from recipe_mil.io.attention import read_attention
 from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.methods import AUGMENTED_METHODS, METHODS, methods_for
@@ -188,8 +189,16 @@ def test_end_to_end_leakage_and_outputs(tiny_run):
             assert (pool.obs["cohort"].astype(str).to_numpy()[rows] == "target").all()
         pred = pd.read_csv(patients_tsv.parent / "recipe/s0/predictions.tsv", sep="\t", dtype={"patient": str})
         assert set(pred["patient"]) == set(patients.loc[patients["role"] == "test", "patient"])
-        att = pd.read_csv(patients_tsv.parent / "recipe/s1/attention.tsv", sep="\t", dtype={"patient": str})
+        # every test instance's attention, in bag order (the instance ids come from the bags)
+        bag_paths = {p: str(work / f"results/tiny_scrna/bags/{p}.h5") for p in pred["patient"]}
+        att = read_attention(patients_tsv.parent / "recipe/s1/attention.npz", bag_paths)
+        assert list(att.drop_duplicates("patient")["patient"]) == list(pred["patient"])
         assert att.groupby("patient")["attention"].sum().round(4).eq(1.0).all()
+        first = pred["patient"].iloc[0]
+        ids = read_bag(bag_paths[first], features=False).instance_ids
+        assert list(att.loc[att["patient"] == first, "instance_id"]) == list(ids)
+        # the fold models are not kept by default (mil.keep_models)
+        assert not list(patients_tsv.parent.glob("*/s*/model.pt"))
     # every rule wrote its log
     assert (work / "logs/tiny_scrna/embed_scrna.log").stat().st_size > 0
     # the simulator's per-cell truth, carried into the bags by the embed step

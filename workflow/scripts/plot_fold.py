@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from recipe_mil.io.attention import read_attention
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.io.tables import read_tsv
 from recipe_mil.plots import (
@@ -27,7 +28,7 @@ syn = read_synthetic(snakemake.input.synthetic)
 bag_paths = {Path(b).stem: b for b in snakemake.input.bags}
 z = project_pool(pool, bag_paths, Projection.from_uns(pool.uns["projection"])).astype(np.float32)
 plot_pool_umap(z, pool.obs, syn.indices, snakemake.output.umap, seed=snakemake.params.seed)
-attention = read_tsv(snakemake.input.attention)
+attention = read_attention(snakemake.input.attention, bag_paths)
 predictions = read_tsv(snakemake.input.predictions)
 if snakemake.params.modality == "image":
     plot_attention_thumbnails(attention, predictions, snakemake.params.folders, snakemake.output.attention)
