@@ -104,8 +104,12 @@ def test_pool_and_synthetic_files_have_no_variable_length_strings(tmp_path):
         label=np.array(["Pé", "healthy"], dtype=object),
         source_class=np.array(["Pé", "NA"], dtype=object),
     )
-    write_synthetic(tmp_path / "syn.h5", syn)
+    write_synthetic(tmp_path / "syn.h5", syn, attrs={"generator": "recipé", "seed": 7})
     assert variable_length_strings(tmp_path / "syn.h5") == []
+    with h5py.File(tmp_path / "syn.h5") as f:
+        assert f.attrs["generator"].decode() == "recipé" and f.attrs["seed"] == 7
+        assert all(not isinstance(v, str) for v in f.attrs.values())  # no variable-length string attribute
+    assert (tmp_path / "syn.h5").stat().st_size < 6000  # 9.6 kB with variable-length strings
     got = read_synthetic(tmp_path / "syn.h5")
     assert list(got.label) == ["Pé", "healthy"] and list(got.source_class) == ["Pé", "NA"]
     np.testing.assert_array_equal(got.indices, syn.indices)

@@ -12,7 +12,7 @@ import numpy as np
 
 from recipe_mil import __version__
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
-from recipe_mil.io.compact import write_strings
+from recipe_mil.io.compact import set_attr, write_strings
 from recipe_mil.types import ClassRecipe, SyntheticSet
 
 
@@ -50,9 +50,9 @@ def write_synthetic(
         grp = f.create_group("scores")
         for name, values in syn.scores.items():
             numbers(grp, name, values)
-        f.attrs["recipe_mil_version"] = __version__
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = value
+        # strings as fixed-length UTF-8 (io.compact.set_attr): h5py reads them back as bytes
+        for key, value in {"recipe_mil_version": __version__, **(attrs or {})}.items():
+            set_attr(f, key, value)
 
 
 def read_synthetic(path: str | os.PathLike[str]) -> SyntheticSet:
