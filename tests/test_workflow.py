@@ -10,9 +10,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from recipe_mil.evaluate import SUMMARY_COLUMNS
+from recipe_mil.experiment import load_model
+from recipe_mil.io.attention import read_attention
 from recipe_mil.io.bags import read_bag
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.methods import AUGMENTED_METHODS, METHODS, methods_for
@@ -188,8 +191,16 @@ def test_end_to_end_leakage_and_outputs(tiny_run):
             assert (pool.obs["cohort"].astype(str).to_numpy()[rows] == "target").all()
         pred = pd.read_csv(patients_tsv.parent / "recipe/s0/predictions.tsv", sep="\t", dtype={"patient": str})
         assert set(pred["patient"]) == set(patients.loc[patients["role"] == "test", "patient"])
-        att = pd.read_csv(patients_tsv.parent / "recipe/s1/attention.tsv", sep="\t", dtype={"patient": str})
+        # every test instance's attention, in bag order (the instance ids come from the bags)
+        bag_paths = {p: str(work / f"results/tiny_scrna/bags/{p}.h5") for p in pred["patient"]}
+        att = read_attention(patients_tsv.parent / "recipe/s1/attention.npz", bag_paths)
+        assert list(att.drop_duplicates("patient")["patient"]) == list(pred["patient"])
         assert att.groupby("patient")["attention"].sum().round(4).eq(1.0).all()
+        first = pred["patient"].iloc[0]
+        ids = read_bag(bag_paths[first], features=False).instance_ids
+        assert list(att.loc[att["patient"] == first, "instance_id"]) == list(ids)
+        # the fold models are not kept by default (mil.keep_models)
+        assert not list(patients_tsv.parent.glob("*/s*/model.pt"))
     # every rule wrote its log
     assert (work / "logs/tiny_scrna/embed_scrna.log").stat().st_size > 0
     # the simulator's per-cell truth, carried into the bags by the embed step
@@ -258,9 +269,19 @@ def test_fold_files_hold_no_copy_of_the_features(tiny_run):
         assert pool.n_vars == 0 and not len(pool.obsm) and not len(pool.layers)
         assert {"patient", "row", "label", "cohort", "cluster"} <= set(pool.obs) and "instance_id" not in pool.obs
         assert {"projection", "gmm", "gmm_model", "n_features"} <= set(pool.uns)
-    # the six pools held the pooled features (1.95 x the bags before issue 16); now row indices and parameters: 0.64
-    # x the bags at this embedding width of 10, mostly HDF5 overhead and obs_names (42 B a row, the features are 40)
-    assert kinds["pool.h5ad"] < bags, kinds["pool.h5ad"] / bags
+    # the six pools held the pooled features (1.95 x the bags before issue 16); now row indices and parameters: 0.34
+    # x the bags at this embedding width of 10 (0.64 with variable-length strings), mostly HDF5 object headers
+    assert kinds["pool.h5ad"] < 0.5 * bags, kinds["pool.h5ad"] / bags
+    # attention: 4 bytes a test instance and run, no ids (attention.tsv was 5.28 x the bags: 28 B a row)
+    attention = sorted(root.rglob("attention.npz"))
+    assert len(attention) == 2 * 2 * 7 * 2 + 2 * 2 * 9 and not list(root.rglob("attention.tsv"))
+    weights = sum(len(read_attention(p)) for p in attention)
+    assert kinds["attention.npz"] < 4 * weights + 1000 * len(attention), (kinds["attention.npz"], weights)
+    # the fold models are not kept by default (mil.keep_models; they were 0.98 x the bags)
+    assert "model.pt" not in kinds
+    # 8.27 x the bags before; a fifth is out of reach in this run: 92 trainings of 20 patients write their tables
+    # (predictions, metrics, history: 1.4 kB a training, 0.23 x the bags) and 50 sets of synthetic patients
+    assert total < 2.5 * bags, total / bags
 
 
 def bags_study(tmp_path: Path, **patch) -> tuple[pd.DataFrame, dict]:
@@ -280,9 +301,20 @@ def bags_study(tmp_path: Path, **patch) -> tuple[pd.DataFrame, dict]:
 
 
 def test_bags_modality_end_to_end(tmp_path):
-    run_to_end(tmp_path, bags_study(tmp_path)[1])
+    _, config = bags_study(tmp_path)
+    run_to_end(tmp_path, {**config, "mil": {**config["mil"], "keep_models": True}})
     summary = pd.read_csv(tmp_path / "results/summary.tsv", sep="\t")
     assert len(summary) == 8 and set(summary["method"]) == {"real_only", "recipe"}
+    # mil.keep_models: every training's model is kept, and predicts its test patients as the run did
+    models = sorted((tmp_path / "results/bags/full").glob("r*f*/*/s*/model.pt"))
+    assert len(models) == 8
+    model = load_model(models[0])
+    pred = pd.read_csv(models[0].parent / "predictions.tsv", sep="\t", dtype={"patient": str})
+    bag = read_bag(tmp_path / f"results/bags/bags/{pred['patient'].iloc[0]}.h5")
+    with torch.no_grad():
+        logits, _ = model(torch.from_numpy(bag.features)[None], torch.ones(1, len(bag.features), dtype=torch.bool))
+    prob = torch.softmax(logits, -1)[0].numpy()
+    np.testing.assert_allclose(prob, pred.filter(like="prob_").iloc[0].to_numpy(float), atol=1e-5)
     bag = read_bag(tmp_path / "results/bags/bags/healthy_00.h5")
     assert bag.label == "healthy" and bag.encoder == "gaussian-blobs" and bag.features.shape[1] == 6
 

@@ -157,11 +157,15 @@ class MilConfig:
         Trainings per fold.
     unseen_class_val_fraction
         Share of a missing class's training bags held out for early stopping.
+    keep_models
+        Whether every training job also writes its models (``model.pt`` per method, seed and fold); nothing in
+        the workflow reads them, and ``recipe-mil train`` trains the model to keep.
     """
 
     train: TrainConfig = field(default_factory=TrainConfig)
     n_seeds: int = 3
     unseen_class_val_fraction: float = 0.25
+    keep_models: bool = False
 
     @classmethod
     def from_dict(cls, section: Mapping[str, Any]) -> MilConfig:
@@ -178,7 +182,8 @@ class MilConfig:
     def to_dict(self) -> dict[str, Any]:
         """Return the section flat, as in the config (every key, defaults included)."""
         train = {k: getattr(self.train, k) for k in sorted(_TRAIN_KEYS)}
-        return {**train, "n_seeds": self.n_seeds, "unseen_class_val_fraction": self.unseen_class_val_fraction}
+        study = {k: getattr(self, k) for k in ("n_seeds", "unseen_class_val_fraction", "keep_models")}
+        return {**train, **study}
 
     def train_config(self, *, seed: int, threads: int | None = None) -> TrainConfig:
         """Return the hyperparameters of one training job."""

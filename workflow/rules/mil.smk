@@ -1,7 +1,10 @@
 # Attention MIL on real (+ synthetic) training patients, tested on real held-out patients.
 # real_only is trained first in each job: its model scores the recipe candidates.
 
-RESULT_FILES = ("predictions.tsv", "metrics.json", "attention.tsv", "history.tsv", "model.pt")
+# attention.npz: every test instance's attention (recipe_mil.io.attention); model.pt only with mil.keep_models
+RESULT_FILES = ("predictions.tsv", "metrics.json", "attention.npz", "history.tsv") + (
+    ("model.pt",) if config["mil"].get("keep_models", False) else ()
+)
 
 
 # One training rule per scenario family (its methods decide the outputs); one job per fold and training seed

@@ -80,7 +80,7 @@ rule plot_fold:
             if "recipe_selected" in config["methods"]
             else []
         ),
-        attention=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipe/s0/attention.tsv",
+        attention=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipe/s0/attention.npz",
         predictions=f"{RESULTS}/{{dataset}}/{{scenario}}/r0f0/recipe/s0/predictions.tsv",
     output:
         recipes=report(

@@ -6,6 +6,7 @@ log = start(snakemake)
 import matplotlib.pyplot as plt
 import numpy as np
 
+from recipe_mil.io.attention import read_attention
 from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.io.tables import read_tsv
@@ -27,7 +28,7 @@ syn = read_synthetic(snakemake.input.synthetic)
 bag_paths = read_bag_index(snakemake.input.bags)
 z = project_pool(pool, bag_paths, Projection.from_uns(pool.uns["projection"])).astype(np.float32)
 plot_pool_umap(z, pool.obs, syn.indices, snakemake.output.umap, seed=snakemake.params.seed)
-attention = read_tsv(snakemake.input.attention)
+attention = read_attention(snakemake.input.attention, bag_paths)
 predictions = read_tsv(snakemake.input.predictions)
 if snakemake.params.modality == "image":
     plot_attention_thumbnails(attention, predictions, snakemake.params.folders, snakemake.output.attention)

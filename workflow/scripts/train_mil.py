@@ -9,6 +9,7 @@ import torch
 
 from recipe_mil.experiment import FoldData, run_fold, save_model
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
+from recipe_mil.io.attention import write_attention
 from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import read_synthetic, write_synthetic
 from recipe_mil.io.tables import read_tsv
@@ -26,7 +27,7 @@ bag_paths = read_bag_index(snakemake.input.bags)
 synthetic = {k.split("__", 1)[1]: read_synthetic(v) for k, v in snakemake.input.items() if k.startswith("synthetic__")}
 # the pool's features, read from the bags in pool row order: index-based synthetic bags are rows of this matrix
 pool_x = read_pool(snakemake.input.pool, bag_paths).X if "pool" in snakemake.input.keys() else None
-study = {k: p.mil[k] for k in ("n_seeds", "unseen_class_val_fraction")}
+study = {k: p.mil[k] for k in ("n_seeds", "unseen_class_val_fraction", "keep_models")}
 # common random numbers: every method of this fold and training seed starts from the same seed
 mil_seed = derive_seed(p.seed, "mil", w.dataset, w.scenario, w.repeat, w.fold, w.seed)
 config = TrainConfig(**{k: v for k, v in p.mil.items() if k not in study}, seed=mil_seed, threads=snakemake.threads)
@@ -58,14 +59,12 @@ for method, result in results.items():
         "missing_class": scenario.missing,
         "mil_seed": mil_seed,
     }
-    for key, frame in (
-        ("predictions", result.predictions),
-        ("attention", result.attention),
-        ("history", pd.DataFrame(result.history)),
-    ):
+    for key, frame in (("predictions", result.predictions), ("history", pd.DataFrame(result.history))):
         with atomic_path(out[f"{method}__{key}"]) as tmp:
             frame.to_csv(tmp, sep="\t", index=False)
-    save_model(result.model, out[f"{method}__model"])
+    write_attention(out[f"{method}__attention"], result.attention)
+    if study["keep_models"]:
+        save_model(result.model, out[f"{method}__model"])
     write_text_atomic(out[f"{method}__metrics"], json.dumps(metrics, indent=2))
     log.info("%s: test balanced accuracy %.3f", method, metrics["balanced_accuracy"])
 if scored is not None:

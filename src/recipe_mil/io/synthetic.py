@@ -12,6 +12,7 @@ import numpy as np
 
 from recipe_mil import __version__
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
+from recipe_mil.io.compact import set_attr, write_strings
 from recipe_mil.types import ClassRecipe, SyntheticSet
 
 
@@ -29,7 +30,6 @@ def write_synthetic(
     attrs
         Extra file attributes (pool path, instance source, seed, ...).
     """
-    str_dt = h5py.string_dtype("utf-8")
 
     def numbers(group: h5py.Group, name: str, value: object) -> None:
         data = np.asarray(value)
@@ -40,8 +40,9 @@ def write_synthetic(
     with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="v110") as f:
         numbers(f, "indptr", syn.indptr.astype(np.int64))
         numbers(f, "indices", syn.indices.astype(np.int64))
-        f.create_dataset("label", data=np.asarray(syn.label, dtype=object), dtype=str_dt)
-        f.create_dataset("source_class", data=np.asarray(syn.source_class, dtype=object), dtype=str_dt)
+        # fixed-length strings: a variable-length one costs a 4 kB heap per dataset (most of a small file)
+        write_strings(f, "label", syn.label)
+        write_strings(f, "source_class", syn.source_class)
         for name in ("proportions", "soft_targets", "features", "selected"):
             value = getattr(syn, name)
             if value is not None:
@@ -49,9 +50,9 @@ def write_synthetic(
         grp = f.create_group("scores")
         for name, values in syn.scores.items():
             numbers(grp, name, values)
-        f.attrs["recipe_mil_version"] = __version__
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = value
+        # strings as fixed-length UTF-8 (io.compact.set_attr): h5py reads them back as bytes
+        for key, value in {"recipe_mil_version": __version__, **(attrs or {})}.items():
+            set_attr(f, key, value)
 
 
 def read_synthetic(path: str | os.PathLike[str]) -> SyntheticSet:

@@ -8,12 +8,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import anndata as ad
-import h5py
 import numpy as np
 import pandas as pd
 
-from recipe_mil.io.atomic import atomic_path
 from recipe_mil.io.bags import read_bag, read_bag_features, read_bags
+from recipe_mil.io.compact import write_compact_h5
 
 logger = logging.getLogger(__name__)
 
@@ -207,9 +206,9 @@ def pool_instance_ids(pool: ad.AnnData, bag_paths: Mapping[str, str]) -> np.ndar
 def write_pool(path: str | os.PathLike[str], pool: ad.AnnData) -> None:
     """Write a pool (row index and parameters, no features) as ``.h5ad``, atomically.
 
-    gzip-compressed, with HDF5 1.10 object headers: the file of a small fold is then mostly its
-    ``obs_names`` and no longer the fixed overhead of the default format (60 against 106 kB measured
-    on a 736-row pool).
+    gzip-compressed, with HDF5 1.10 object headers and fixed-length strings (:func:`write_compact_h5`): a
+    736-row pool takes 32 kB, against 60 kB with anndata's variable-length strings (a 4 kB heap per string
+    array) and 106 kB in the default format.
 
     Raises
     ------
@@ -222,8 +221,7 @@ def write_pool(path: str | os.PathLike[str], pool: ad.AnnData) -> None:
         from anndata.io import write_elem
     except ImportError:  # pragma: no cover - anndata 0.10
         from anndata.experimental import write_elem
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="v110") as f:
-        write_elem(f, "/", pool, dataset_kwargs={"compression": "gzip"})
+    write_compact_h5(path, lambda f: write_elem(f, "/", pool))
 
 
 def read_pool(path: str | os.PathLike[str], bag_paths: Mapping[str, str] | None = None) -> ad.AnnData:
