@@ -163,10 +163,10 @@ def simulate_file_dataset(
     pandas.DataFrame
         The sample sheet (also written to ``sheet_path``).
     """
-    sim, module, _, _ = _simulator(modality)
-    if sim.cohort is None:
+    simulator, module, _, _ = _simulator(modality)
+    if simulator.cohort is None:
         raise ValueError(f"modality {modality!r} is simulated as .h5ad cohorts, not files (simulate_dataset)")
-    run = getattr(module, sim.cohort)
+    run = getattr(module, simulator.cohort)
     target, external = sim_params_from_config(sim, classes, modality)
     parts = [run(target, Path(raw_dir) / "target")]
     if external:
