@@ -16,6 +16,7 @@ from recipe_mil.simulate.dataset import raw_location
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = sorted((REPO / "workflow").glob("**/*.smk")) + [REPO / "workflow" / "Snakefile"]
+SCRIPTS = sorted((REPO / "workflow" / "scripts").glob("*.py"))
 NAMES = "|".join(MODALITIES)
 
 TOY_MODALITY = '''"""A toy modality: one .toy file per patient with a collecting site, imported as a bag."""
@@ -41,7 +42,7 @@ def toy(monkeypatch) -> Modality:
     return spec
 
 
-def test_rules_hold_no_modality_or_simulation_branches():
+def test_rules_and_scripts_hold_no_modality_or_simulation_branches():
     comparisons = [
         rf"(==|!=|\bin)\s*\(?\s*[\"']({NAMES})[\"']",  # x == "flow", x in ("scrna", ...)
         rf"[\"']({NAMES})[\"']\s*(==|!=|\bin\b)",  # "flow" == x, "flow" in x
@@ -50,7 +51,7 @@ def test_rules_hold_no_modality_or_simulation_branches():
     ]
     found = [
         f"{path.relative_to(REPO)}:{i}: {line.strip()}"
-        for path in RULES
+        for path in RULES + SCRIPTS
         for i, line in enumerate(path.read_text().splitlines(), 1)
         if not line.lstrip().startswith("#") and any(re.search(p, line) for p in comparisons)
     ]
@@ -121,6 +122,7 @@ def test_a_registered_modality_is_reported_by_the_interface(toy, tmp_path):
 
 
 def test_unknown_modalities_and_cohort_files_without_a_patient_key_are_refused():
+    assert [m for m, spec in MODALITIES.items() if spec.image_instances] == ["image"]
     with pytest.raises(ValueError, match="unknown modality 'nope'"):
         _ = DatasetInputs("d", {"modality": "nope"}).modality
     with pytest.raises(ValueError, match="need a patient_key"):

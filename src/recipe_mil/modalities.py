@@ -94,6 +94,9 @@ class Modality:
         ``function(sheet, source=...)`` (``bags``: their shapes); None: existence only.
     simulator
         How a simulated dataset of this modality is written; None: it cannot be simulated.
+    image_instances
+        Its instances are image crops (the sheet's ``path`` is the patient's folder of them):
+        attention figures show the most-attended crops as thumbnails.
     """
 
     name: str
@@ -103,6 +106,7 @@ class Modality:
     sheet_columns: Mapping[str, str] = field(default_factory=dict)
     check_files: str | None = None
     simulator: Simulator | None = None
+    image_instances: bool = False
 
     @property
     def path_names_file(self) -> bool:
@@ -319,6 +323,7 @@ FLOW = Modality(
 IMAGE = Modality(
     "image",
     embed_rule="embed_image",
+    image_instances=True,
     simulator=Simulator(
         "recipe_mil.simulate.image",
         "ImageSimParams",

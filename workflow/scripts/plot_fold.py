@@ -9,6 +9,7 @@ import numpy as np
 from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.io.tables import read_tsv
+from recipe_mil.modalities import get_modality
 from recipe_mil.plots import (
     plot_attention,
     plot_attention_thumbnails,
@@ -29,7 +30,7 @@ z = project_pool(pool, bag_paths, Projection.from_uns(pool.uns["projection"])).a
 plot_pool_umap(z, pool.obs, syn.indices, snakemake.output.umap, seed=snakemake.params.seed)
 attention = read_tsv(snakemake.input.attention)
 predictions = read_tsv(snakemake.input.predictions)
-if snakemake.params.modality == "image":
+if get_modality(snakemake.params.modality).image_instances:
     plot_attention_thumbnails(attention, predictions, snakemake.params.folders, snakemake.output.attention)
 else:
     plot_attention(attention, predictions, snakemake.output.attention)
