@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,18 @@ def test_study_config_from_config_types_every_section():
         StudyConfig.from_config({"generate": {"n_per_klass": 3}})
     with pytest.raises(ValueError, match="selection policy"):
         StudyConfig.from_config({"select": {"policy": "random"}})
+
+
+def test_rule_scripts_pass_typed_sections_not_dict_lookups():
+    """The generate, select, remix, psemix and mil sections reach the library as recipe_mil.config dataclasses."""
+    sections = "|".join(SECTIONS)
+    lookup = re.compile(rf"\b(?:p|params|snakemake\.params)\.(?:{sections}|config)\[")
+    found = [
+        f"{path.name}:{i}: {line.strip()}"
+        for path in sorted((ROOT / "workflow" / "scripts").glob("*.py"))
+        for i, line in enumerate(path.read_text().splitlines(), 1)
+        if lookup.search(line)
+    ]
+    assert found == []
+    for script in ("generate.py", "train_mil.py"):
+        assert "StudyConfig.from_config(" in (ROOT / "workflow" / "scripts" / script).read_text(), script

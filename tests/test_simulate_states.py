@@ -618,3 +618,25 @@ def test_image_truth_survives_embedding(tmp_path):
         crop_truth(tmp_path / "elsewhere", "P000")
     with pytest.raises(FileNotFoundError, match="no simulator truth"):
         event_truth(tmp_path / "elsewhere", "F000")
+
+
+@pytest.mark.parametrize("kind", [ScrnaSimParams, FlowSimParams, ImageSimParams])
+def test_simulator_parameters_are_checked_in_one_place(kind):
+    """simulate.common.check_params: classes as strings, none empty or repeated, every bad value named."""
+    assert kind(classes=["a", 1]).classes == ("a", "1")
+    with pytest.raises(ValueError, match=rf"^{kind.__name__}: classes must not be empty$"):
+        kind(classes=())
+    with pytest.raises(ValueError, match=rf"^{kind.__name__}: duplicate class names in \('a', 'a'\)$"):
+        kind(classes=("a", "a"))
+    with pytest.raises(
+        ValueError,
+        match=rf"^{kind.__name__}: invalid value\(s\): n_patients_per_class=0, state_shift_magnitude=-1\.0$",
+    ):
+        kind(classes=("a", "b"), n_patients_per_class=0, state_shift_magnitude=-1.0)
+
+
+def test_embedding_parameters_name_every_invalid_value():
+    with pytest.raises(ValueError, match=r"^ImageEmbedParams: invalid value\(s\): batch_size=0, log_every=0$"):
+        ImageEmbedParams(batch_size=0, log_every=0)
+    with pytest.raises(ValueError, match=r"^FlowEmbedParams: invalid value\(s\): cofactor=0\.0$"):
+        FlowEmbedParams(cofactor=0.0)

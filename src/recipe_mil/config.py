@@ -22,6 +22,27 @@ UNSEEN_CLASS_SCORERS = ("cross_fit", "reference")
 """Values of ``select.unseen_class``."""
 
 
+def check_values(params: Any, checks: Mapping[str, bool]) -> None:
+    """Raise one error naming every field of a parameter dataclass whose check failed, with its value.
+
+    Parameters
+    ----------
+    params
+        The dataclass instance (its type is named in the message).
+    checks
+        Field name -> whether its value is valid.
+
+    Raises
+    ------
+    ValueError
+        ``"<Type>: invalid value(s): field=value, ..."`` if any check failed.
+    """
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        detail = ", ".join(f"{name}={getattr(params, name)!r}" for name in bad)
+        raise ValueError(f"{type(params).__name__}: invalid value(s): {detail}")
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
     """Settings shared by every generator of synthetic patients (config key ``generate``).

@@ -117,14 +117,16 @@ def unknown_keys(
 
 
 def _simulate_problems(name: str, ds: Mapping[str, Any]) -> list[str]:
-    from recipe_mil.simulate.dataset import SIMULATORS, simulator_keys
+    from recipe_mil.modalities import MODALITIES, simulated_modalities
+    from recipe_mil.simulate.dataset import simulator_keys
 
     sim, modality = ds.get("simulate"), ds.get("modality")
-    if not isinstance(sim, dict) or modality not in ("scrna", "flow", "image", "bags"):
+    if not isinstance(sim, dict) or not isinstance(modality, str) or modality not in MODALITIES:
         return []  # no block, or a type/modality error the schema reports
     where = f"datasets.{name}.simulate"
-    if modality not in SIMULATORS:
-        return [f"config: '{where}': modality {modality!r} cannot be simulated (simulators: {', '.join(SIMULATORS)})"]
+    simulators = simulated_modalities()
+    if modality not in simulators:
+        return [f"config: '{where}': modality {modality!r} cannot be simulated (simulators: {', '.join(simulators)})"]
     target, external = simulator_keys(modality)
     problems = []
     for keys, block, prefix in ((target, sim, where), (external, sim.get("external"), f"{where}.external")):

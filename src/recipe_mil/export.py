@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recipe_mil.io.atomic import atomic_path
 from recipe_mil.io.bags import write_bag
+from recipe_mil.io.tables import write_tsv
 from recipe_mil.recipes.generate import SyntheticSet
 
 SHEET_COLUMNS = (
@@ -155,6 +155,5 @@ def write_synthetic_bags(
             )
         )
     sheet = pd.DataFrame(rows, columns=list(SHEET_COLUMNS))
-    with atomic_path(out / sheet_name) as tmp:
-        sheet.to_csv(tmp, sep="\t", index=False)
+    write_tsv(sheet, out / sheet_name)
     return sheet

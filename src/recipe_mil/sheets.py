@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from recipe_mil.io.bags import BagFileError, bag_shape
+from recipe_mil.modalities import get_modality, sheet_column_owners
 from recipe_mil.names import SAFE_NAME_RULE, is_safe_name
 
 REQUIRED_COLUMNS = ("patient", "label")
@@ -54,11 +55,13 @@ def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
     ----------
     path
         Tab-separated file with columns ``patient``, ``label``, ``path`` (for ``scrna``
-        optional: the patient id in the ``.h5ad``), optionally ``cohort`` and, for ``flow``,
-        optionally ``dataset`` (which data set of a multi-data-set FCS file is the patient,
-        1-based; blank: the file's only one).
+        optional: the patient id in the ``.h5ad``), optionally ``cohort`` and the modality's
+        own optional columns (:attr:`recipe_mil.modalities.Modality.sheet_columns`; for ``flow``
+        ``dataset``: which data set of a multi-data-set FCS file is the patient, 1-based; blank:
+        the file's only one).
     modality
-        ``scrna``, ``bags``, ``image`` or ``flow``.
+        A registered modality (:data:`recipe_mil.modalities.MODALITIES`): ``scrna``, ``bags``,
+        ``image``, ``flow``.
 
     Returns
     -------
@@ -70,8 +73,8 @@ def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
     ------
     SampleSheetError
         If the file is missing, empty, not UTF-8 text or malformed (a line with more fields
-        than the header), a required column is absent, or a ``dataset`` column is given for
-        another modality than ``flow``; the message names the file (and line).
+        than the header), a required column is absent, or a modality's own column (``dataset``)
+        is given for another modality; the message names the file (and line).
     """
     p = Path(path)
     if not p.is_file():
@@ -98,7 +101,8 @@ def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
         lines = ", ".join(str(i + 2) for i in blank[:n].nonzero()[0])
         raise SampleSheetError(f"sample sheet {p}: blank line(s) {lines} between patients; remove them")
     sheet = sheet.iloc[:n]
-    required = REQUIRED_COLUMNS if modality == "scrna" else (*REQUIRED_COLUMNS, "path")
+    spec = get_modality(modality)
+    required = (*REQUIRED_COLUMNS, "path") if spec.path_names_file else REQUIRED_COLUMNS
     missing = [c for c in required if c not in sheet.columns]
     if missing:
         raise SampleSheetError(
@@ -115,12 +119,16 @@ def load_sheet(path: str | os.PathLike[str], *, modality: str) -> pd.DataFrame:
     sheet["cohort"] = sheet["cohort"].replace("", "target")
     sheet["path"] = sheet["path"].where(sheet["path"] != "", sheet["patient"])
     columns = ["patient", "label", "path", "cohort"]
-    if modality == "flow":
-        if "dataset" not in sheet:
-            sheet["dataset"] = ""
-        columns.append("dataset")
-    elif "dataset" in sheet:
-        raise SampleSheetError(f"sample sheet {p}: column 'dataset' (a data set of an FCS file) is for flow data only")
+    for column, owners in sheet_column_owners().items():
+        if column in spec.sheet_columns:
+            if column not in sheet:
+                sheet[column] = ""
+            columns.append(column)
+        elif column in sheet:
+            what = get_modality(owners[0]).sheet_columns[column]
+            raise SampleSheetError(
+                f"sample sheet {p}: column {column!r} ({what}) is for {' or '.join(owners)} data only"
+            )
     return sheet[columns].reset_index(drop=True)
 
 

@@ -50,11 +50,8 @@ LIBRARY_SRC = library_src()
 sys.path.insert(0, str(LIBRARY_SRC))
 
 from recipe_mil.config_check import check_config, validate_rows  # noqa: E402
-from recipe_mil.io.h5ad import h5ad_patients  # noqa: E402
+from recipe_mil.modalities import DatasetInputs  # noqa: E402
 from recipe_mil.provenance import code_version  # noqa: E402
-from recipe_mil.sheets import check_bag_files, check_sheet, load_sheet  # noqa: E402
-from recipe_mil.simulate.dataset import TRUTH_COLUMNS as SIMULATED_TRUTH_COLUMNS  # noqa: E402
-from recipe_mil.simulate.dataset import sim_params_from_config, simulated_sheet  # noqa: E402
 from recipe_mil.methods import AUGMENTED_METHODS, METHODS, generators_for, methods_for  # noqa: E402
 from recipe_mil.console import install_compact_console  # noqa: E402
 from recipe_mil.scenarios import SCENARIOS, configured_scenarios, parse_scenario, scenario_family  # noqa: E402
@@ -83,56 +80,13 @@ def code(script):
     return code_version(Path(workflow.source_path(f"../scripts/{script}")), LIBRARY_SRC / "recipe_mil")
 
 
-def simulated_dataset_sheet(dataset):
-    """The sheet of a simulated dataset, computed from the simulator's design (no data needed)."""
-    ds = config["datasets"][dataset]
-    target, external = sim_params_from_config(ds["simulate"], ds["classes"], ds["modality"])
-    return simulated_sheet(target, external, modality=ds["modality"], raw_dir=f"{RESULTS}/{dataset}/raw/files")
-
-
-def raw_path(dataset, which):
-    """The target/external .h5ad of an scrna dataset (simulated or given)."""
-    ds = config["datasets"][dataset]
-    if "simulate" in ds:
-        return f"{RESULTS}/{dataset}/raw/{which}.h5ad"
-    return ds["h5ad"] if which == "target" else ds.get("external_h5ad", "")
+# what the rules ask about a dataset's sheet and raw inputs (recipe_mil.modalities: no branching on modalities here)
+DATASETS = {name: DatasetInputs(name, ds, RESULTS) for name, ds in config["datasets"].items()}
 
 
 def load_dataset_sheet(dataset):
     """Load and check one dataset's sheet before any job runs; errors name the rows."""
-    ds = config["datasets"][dataset]
-    n_folds = config["splits"]["n_folds"]
-    if "simulate" in ds:
-        sheet, source = simulated_dataset_sheet(dataset), f"(simulated dataset {dataset})"
-        known = None
-    else:
-        if "samples" not in ds:
-            raise ValueError(f"config: dataset {dataset!r} needs 'samples' (a TSV sheet) or 'simulate'")
-        source = ds["samples"]
-        sheet = load_sheet(source, modality=ds["modality"])
-        known = None
-        if ds["modality"] == "scrna":
-            if "h5ad" not in ds:
-                raise ValueError(f"config: scrna dataset {dataset!r} needs 'h5ad'")
-            known = {}
-            for cohort, key in (("target", "h5ad"), ("external", "external_h5ad")):
-                if (sheet["cohort"] == cohort).any():
-                    if key not in ds:
-                        raise ValueError(f"config: dataset {dataset!r} has {cohort} patients but no '{key}'")
-                    if not Path(ds[key]).is_file():
-                        raise ValueError(f"config: datasets.{dataset}.{key}: file {ds[key]} does not exist")
-                    known[cohort] = h5ad_patients(ds[key], ds["scrna"]["patient_key"])
-    check_sheet(
-        sheet,
-        source=source,
-        classes=ds["classes"],
-        n_folds=n_folds,
-        file_paths=ds["modality"] != "scrna" and "simulate" not in ds,
-        known_patients=known,
-        dataset=dataset,
-    )
-    if ds["modality"] == "bags" and "simulate" not in ds:
-        check_bag_files(sheet, source=source)  # shapes only: unreadable files, mixed embedding widths
+    sheet, source = DATASETS[dataset].load_sheet(n_folds=config["splits"]["n_folds"])
     validate_rows(sheet, SAMPLES_SCHEMA, source=source)  # errors name the sheet's file and line
     return sheet
 
@@ -251,8 +205,7 @@ for _ds in SHEETS:
 
 def dataset_sheet_path(dataset):
     """The sample sheet file of a dataset (written by simulate for simulated data)."""
-    ds = config["datasets"][dataset]
-    return f"{RESULTS}/{dataset}/raw/samples.tsv" if "simulate" in ds else ds["samples"]
+    return DATASETS[dataset].sheet_file
 
 
 def sheet_path(wildcards):
@@ -296,9 +249,7 @@ def flow_datasets(dataset):
 
 def raw_input(wildcards):
     """An FCS file or image folder: the simulator's raw folder when simulated (a directory output)."""
-    if "simulate" in config["datasets"][wildcards.dataset]:
-        return f"{RESULTS}/{wildcards.dataset}/raw/files"
-    return patient_path(wildcards)
+    return DATASETS[wildcards.dataset].patient_input(patient_path(wildcards))
 
 
 def patient_label(wildcards):
@@ -312,9 +263,7 @@ def flow_files(wildcards):
     re-embeds only that patient), else every file (or the simulator's raw folder)."""
     if config["datasets"][wildcards.dataset]["flow"]["panel"]:
         return []
-    if "simulate" in config["datasets"][wildcards.dataset]:
-        return [f"{RESULTS}/{wildcards.dataset}/raw/files"]
-    return list(SHEETS[wildcards.dataset]["path"])
+    return DATASETS[wildcards.dataset].patient_inputs(list(SHEETS[wildcards.dataset]["path"]))
 
 
 def run_dir(wildcards):
@@ -408,12 +357,16 @@ def fold_plots():
     ]
 
 
-SCRNA_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "scrna"]
-SIMULATED_DATASETS = [ds for ds, d in config["datasets"].items() if "simulate" in d]
-BAGS_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "bags"]
-FLOW_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "flow"]
-IMAGE_DATASETS = [ds for ds, d in config["datasets"].items() if d["modality"] == "image"]
-SIMULATED_FILE_DATASETS = [ds for ds in SIMULATED_DATASETS if ds in FLOW_DATASETS + IMAGE_DATASETS]
+def embedded_by(rule):
+    """The datasets whose modality's bags the rule (or per-dataset rule family) ``rule`` writes."""
+    return [ds for ds, d in DATASETS.items() if d.modality.embed_rule == rule]
+
+
+def simulated_by(rule):
+    """The simulated datasets whose raw data the rule ``rule`` writes."""
+    return [ds for ds, d in DATASETS.items() if d.simulate_rule == rule]
+
+
 ALL_PATIENTS = sorted({p for sheet in SHEETS.values() for p in sheet["patient"]})
 
 

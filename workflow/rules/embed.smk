@@ -2,14 +2,16 @@
 # Bags of simulated datasets also carry the simulator's per-instance truth (truth_cell_type, truth_state).
 
 
-for _dataset in SCRNA_DATASETS:
+for _dataset in embedded_by("embed_scrna"):
 
     rule:
         name:
             f"embed_scrna_{_dataset}"
         input:
-            target=raw_path(_dataset, "target"),
-            external=raw_path(_dataset, "external") if (SHEETS[_dataset]["cohort"] == "external").any() else [],
+            target=DATASETS[_dataset].cohort_file("target"),
+            external=DATASETS[_dataset].cohort_file("external")
+            if (SHEETS[_dataset]["cohort"] == "external").any()
+            else [],
             sheet=dataset_sheet_path(_dataset),
         output:
             bags=bag_files(_dataset),
@@ -24,7 +26,7 @@ for _dataset in SCRNA_DATASETS:
             scrna=config["datasets"][_dataset]["scrna"],
             seed=config["seed"],
             code=code("embed_scrna.py"),
-            truth_columns=SIMULATED_TRUTH_COLUMNS if "simulate" in config["datasets"][_dataset] else [],
+            truth_columns=DATASETS[_dataset].truth_columns,
         threads: 2  # scanpy's PCA and scaling use BLAS threads (one job per dataset)
         script:
             "../scripts/embed_scrna.py"
@@ -42,7 +44,7 @@ rule import_bag:
     conda:
         "../../envs/recipes.yaml"
     wildcard_constraints:
-        dataset=alternation(BAGS_DATASETS),
+        dataset=alternation(embedded_by("import_bag")),
     params:
         label=patient_label,
         code=code("import_bag.py"),
@@ -62,7 +64,7 @@ rule flow_panel:
     conda:
         "../../envs/embed-flow.yaml"
     wildcard_constraints:
-        dataset=alternation(FLOW_DATASETS),
+        dataset=alternation(embedded_by("embed_flow")),
     params:
         paths=lambda wildcards: list(SHEETS[wildcards.dataset]["path"]),
         datasets=lambda wildcards: flow_datasets(wildcards.dataset),
@@ -85,7 +87,7 @@ rule embed_flow:
     conda:
         "../../envs/embed-flow.yaml"
     wildcard_constraints:
-        dataset=alternation(FLOW_DATASETS),
+        dataset=alternation(embedded_by("embed_flow")),
     params:
         fcs=patient_path,
         fcs_dataset=patient_dataset,
@@ -93,7 +95,7 @@ rule embed_flow:
         flow=lookup(dpath="datasets/{dataset}/flow", within=config),
         seed=config["seed"],
         code=code("embed_flow.py"),
-        simulated=lambda wildcards: "simulate" in config["datasets"][wildcards.dataset],
+        simulated=lambda wildcards: DATASETS[wildcards.dataset].simulated,
     script:
         "../scripts/embed_flow.py"
 
@@ -102,7 +104,7 @@ rule embed_flow:
 # encoder (a ViT-g checkpoint takes seconds to load) is loaded once per job. The job's outputs are the bags of its
 # patients; a changed folder re-embeds its batch only, and patients appended to a sheet change only the last batch.
 # A GPU is requested only for network encoders (dinobloom-*, timm:*); morphology runs on the CPU.
-if IMAGE_DATASETS:
+if embedded_by("embed_image"):
     from recipe_mil.embed.image import encoder_uses_gpu, patient_batches
 
 # network encoders: a GPU, and memory and time for a large checkpoint (more on each retry)
@@ -112,7 +114,7 @@ NETWORK_ENCODER_RESOURCES = {
     "runtime": lambda wildcards, attempt: 120 * attempt,
 }
 
-for _dataset in IMAGE_DATASETS:
+for _dataset in embedded_by("embed_image"):
     _image = config["datasets"][_dataset]["image"]
     _rows = SHEETS[_dataset].set_index("patient", drop=False)
     _network = encoder_uses_gpu(_image["encoder"])
@@ -122,9 +124,7 @@ for _dataset in IMAGE_DATASETS:
             name:
                 f"embed_image_{_dataset}_{_batch}"
             input:
-                raw=[f"{RESULTS}/{_dataset}/raw/files"]
-                if _dataset in SIMULATED_DATASETS
-                else list(dict.fromkeys(_rows.loc[_patients, "path"])),
+                raw=DATASETS[_dataset].patient_inputs(list(dict.fromkeys(_rows.loc[_patients, "path"]))),
                 weights=[_image["weights"]] if _network else [],
             output:
                 bags=[f"{RESULTS}/{_dataset}/bags/{p}.h5" for p in _patients],
@@ -142,7 +142,7 @@ for _dataset in IMAGE_DATASETS:
                 folders=list(_rows.loc[_patients, "path"]),
                 labels=list(_rows.loc[_patients, "label"]),
                 image={k: v for k, v in _image.items() if k != "patients_per_job"},
-                simulated="simulate" in config["datasets"][_dataset],
+                simulated=DATASETS[_dataset].simulated,
                 code=code("embed_image.py"),
             script:
                 "../scripts/embed_image.py"

@@ -13,7 +13,7 @@ rule simulate_scrna:
     conda:
         "../../envs/embed-scrna.yaml"
     wildcard_constraints:
-        dataset=alternation([d for d in SIMULATED_DATASETS if d in SCRNA_DATASETS]),
+        dataset=alternation(simulated_by("simulate_scrna")),
     params:
         sim=lookup(dpath="datasets/{dataset}/simulate", within=config),
         classes=lookup(dpath="datasets/{dataset}/classes", within=config),
@@ -33,7 +33,7 @@ rule simulate_files:
     conda:
         "../../envs/simulate.yaml"
     wildcard_constraints:
-        dataset=alternation(SIMULATED_FILE_DATASETS),
+        dataset=alternation(simulated_by("simulate_files")),
     params:
         sim=lookup(dpath="datasets/{dataset}/simulate", within=config),
         classes=lookup(dpath="datasets/{dataset}/classes", within=config),

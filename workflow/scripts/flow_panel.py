@@ -5,7 +5,7 @@ log = start(snakemake)
 import pandas as pd
 
 from recipe_mil.embed.flow import parse_panel, resolve_panel
-from recipe_mil.io.atomic import atomic_path
+from recipe_mil.io.tables import write_tsv
 
 panel = snakemake.params.panel
 # With a configured panel the features are its markers; each file is matched (or fails, naming
@@ -15,6 +15,5 @@ features = (
     if panel
     else resolve_panel(snakemake.params.paths, datasets=snakemake.params.datasets)
 )
-with atomic_path(snakemake.output.panel) as tmp:
-    pd.DataFrame({"feature": features}).to_csv(tmp, sep="\t", index=False)
+write_tsv(pd.DataFrame({"feature": features}), snakemake.output.panel)
 done(log, "flow features (%d): %s", len(features), ", ".join(features))

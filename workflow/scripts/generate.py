@@ -4,6 +4,7 @@ log = start(snakemake)
 
 
 from recipe_mil.augment import GeneratorInput, make_synthetic
+from recipe_mil.config import StudyConfig
 from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import read_recipes, write_synthetic
 from recipe_mil.recipes.pool import read_pool
@@ -21,7 +22,7 @@ inp = GeneratorInput(
     recipes=recipes,
     pooled_recipe=None if pooled is None else ClassRecipe.from_dict(pooled),
     classes=snakemake.params.classes,
-    config=snakemake.params.config,
+    config=StudyConfig.from_config(snakemake.params.config),  # typed once: generate, select, remix, psemix
 )
 # one seed for every generator of the fold (common random numbers): recipe and its ablations draw the same
 # proportions, sizes and counts wherever their recipes agree, so they differ only in what is ablated

@@ -10,6 +10,7 @@ from recipe_mil.io.attention import read_attention
 from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import read_recipes, read_synthetic
 from recipe_mil.io.tables import read_tsv
+from recipe_mil.modalities import get_modality
 from recipe_mil.plots import (
     plot_attention,
     plot_attention_thumbnails,
@@ -30,7 +31,7 @@ z = project_pool(pool, bag_paths, Projection.from_uns(pool.uns["projection"])).a
 plot_pool_umap(z, pool.obs, syn.indices, snakemake.output.umap, seed=snakemake.params.seed)
 attention = read_attention(snakemake.input.attention, bag_paths)
 predictions = read_tsv(snakemake.input.predictions)
-if snakemake.params.modality == "image":
+if get_modality(snakemake.params.modality).image_instances:
     plot_attention_thumbnails(attention, predictions, snakemake.params.folders, snakemake.output.attention)
 else:
     plot_attention(attention, predictions, snakemake.output.attention)

@@ -7,13 +7,13 @@ from threadpoolctl import threadpool_limits
 
 from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import write_recipes
-from recipe_mil.io.tables import read_tsv
+from recipe_mil.io.tables import read_patients
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes
 from recipe_mil.recipes.pool import resolve_standardize, write_pool
 from recipe_mil.seeds import derive_seed
 
 w = snakemake.wildcards
-patients = read_tsv(snakemake.input.patients)
+patients = read_patients(snakemake.input.patients)
 bag_paths = read_bag_index(snakemake.input.bags)
 p = snakemake.params
 pool_cfg = {**p.pool, "standardize": resolve_standardize(p.pool["standardize"], p.modality)}

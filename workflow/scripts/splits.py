@@ -2,7 +2,7 @@ from _common import done, start
 
 log = start(snakemake)
 
-from recipe_mil.io.atomic import atomic_path
+from recipe_mil.io.tables import write_tsv
 from recipe_mil.sheets import load_sheet
 from recipe_mil.splits import make_splits
 
@@ -11,7 +11,6 @@ s = snakemake.params.splits
 splits = make_splits(
     sheet, n_folds=s["n_folds"], n_repeats=s["n_repeats"], val_fraction=s["val_fraction"], seed=snakemake.params.seed
 )
-with atomic_path(snakemake.output.splits) as tmp:
-    splits.to_csv(tmp, sep="\t", index=False)
+write_tsv(splits, snakemake.output.splits)
 log.info("role counts:\n%s", splits.groupby(["repeat", "fold", "role"]).size().to_string())
 done(log, "%d patients, %d repeat(s) x %d folds", splits["patient"].nunique(), s["n_repeats"], s["n_folds"])

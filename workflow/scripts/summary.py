@@ -13,8 +13,8 @@ from recipe_mil.evaluate import (
     scenario_columns,
     summary_markdown,
 )
-from recipe_mil.io.atomic import atomic_path, write_text_atomic
-from recipe_mil.io.tables import read_tsv
+from recipe_mil.io.atomic import write_text_atomic
+from recipe_mil.io.tables import read_tsv, write_tsv
 from recipe_mil.plots import plot_differences, plot_metrics, plot_realism
 from recipe_mil.summary_html import headline_fragment, summary_page
 
@@ -27,8 +27,7 @@ comparisons = paired_comparisons(summary)
 if len(comparisons):
     comparisons = in_method_order(comparisons, by=["dataset", "scenario", "n_per_class", "missing_class"])
 for path, frame in ((out.tsv, summary), (out.realism, realism), (out.recall, recall), (out.comparisons, comparisons)):
-    with atomic_path(path) as tmp:
-        integer_counts(frame).to_csv(tmp, sep="\t", index=False)
+    write_tsv(integer_counts(frame), path)
 markdown = summary_markdown(summary, realism, recall)
 write_text_atomic(out.md, markdown)
 write_text_atomic(out.html, summary_page(markdown))

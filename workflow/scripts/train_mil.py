@@ -7,40 +7,42 @@ import json
 import pandas as pd
 import torch
 
+from recipe_mil.config import StudyConfig
 from recipe_mil.experiment import FoldData, run_fold, save_model
-from recipe_mil.io.atomic import atomic_path, write_text_atomic
+from recipe_mil.io.atomic import write_text_atomic
 from recipe_mil.io.attention import write_attention
 from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import read_synthetic, write_synthetic
-from recipe_mil.io.tables import read_tsv
-from recipe_mil.mil import TrainConfig
+from recipe_mil.io.tables import read_patients, write_tsv
 from recipe_mil.recipes.pool import read_pool
 from recipe_mil.seeds import derive_seed
-from recipe_mil.select import SelectConfig
 from recipe_mil.splits import parse_scenario
 
 w = snakemake.wildcards
 p = snakemake.params
 torch.set_num_threads(snakemake.threads)
-patients = read_tsv(snakemake.input.patients)
+patients = read_patients(snakemake.input.patients)
 bag_paths = read_bag_index(snakemake.input.bags)
 synthetic = {k.split("__", 1)[1]: read_synthetic(v) for k, v in snakemake.input.items() if k.startswith("synthetic__")}
 # the pool's features, read from the bags in pool row order: index-based synthetic bags are rows of this matrix
 pool_x = read_pool(snakemake.input.pool, bag_paths).X if "pool" in snakemake.input.keys() else None
-study = {k: p.mil[k] for k in ("n_seeds", "unseen_class_val_fraction", "keep_models")}
+# the typed config sections (recipe_mil.config), built once from the rule's validated sections
+study = StudyConfig.from_config(
+    {"seed": p.seed, "mil": p.mil, "select": p.select, "generate": {"n_per_class": p.n_per_class}}
+)
 # common random numbers: every method of this fold and training seed starts from the same seed
-mil_seed = derive_seed(p.seed, "mil", w.dataset, w.scenario, w.repeat, w.fold, w.seed)
-config = TrainConfig(**{k: v for k, v in p.mil.items() if k not in study}, seed=mil_seed, threads=snakemake.threads)
+mil_seed = derive_seed(study.seed, "mil", w.dataset, w.scenario, w.repeat, w.fold, w.seed)
+config = study.mil.train_config(seed=mil_seed, threads=snakemake.threads)  # mil.device: training and selection
 results, scored = run_fold(
     FoldData.load(patients, bag_paths, p.classes),
     p.methods,
     config,
     synthetic=synthetic,
     pool_features=pool_x,
-    select=SelectConfig(**p.select),
-    n_per_class=p.n_per_class,
-    select_seed=derive_seed(p.seed, "select", w.dataset, w.scenario, w.repeat, w.fold, w.seed),
-    unseen_val_fraction=study["unseen_class_val_fraction"],
+    select=study.select,
+    n_per_class=study.generate.n_per_class,
+    select_seed=derive_seed(study.seed, "select", w.dataset, w.scenario, w.repeat, w.fold, w.seed),
+    unseen_val_fraction=study.mil.unseen_class_val_fraction,
     log=log.info,
 )
 scenario = parse_scenario(w.scenario)
@@ -60,15 +62,15 @@ for method, result in results.items():
         "mil_seed": mil_seed,
     }
     for key, frame in (("predictions", result.predictions), ("history", pd.DataFrame(result.history))):
-        with atomic_path(out[f"{method}__{key}"]) as tmp:
-            frame.to_csv(tmp, sep="\t", index=False)
+        write_tsv(frame, out[f"{method}__{key}"])
     write_attention(out[f"{method}__attention"], result.attention)
-    if study["keep_models"]:
+    if study.mil.keep_models:
         save_model(result.model, out[f"{method}__model"])
     write_text_atomic(out[f"{method}__metrics"], json.dumps(metrics, indent=2))
     log.info("%s: test balanced accuracy %.3f", method, metrics["balanced_accuracy"])
 if scored is not None:
-    write_synthetic(out.scored, scored, attrs={"policy": p.select["policy"], "unseen_class": p.select["unseen_class"]})
+    attrs = {"policy": study.select.policy, "unseen_class": study.select.unseen_class}
+    write_synthetic(out.scored, scored, attrs=attrs)
 done(
     log,
     "test balanced accuracy: %s",

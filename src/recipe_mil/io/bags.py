@@ -20,6 +20,7 @@ import pandas as pd
 
 from recipe_mil import __version__
 from recipe_mil.io.atomic import atomic_path
+from recipe_mil.io.tables import read_tsv, write_tsv
 
 TRUTH_PREFIX = "truth_"
 """Prefix of the optional per-instance ground-truth datasets of a bag file."""
@@ -384,12 +385,11 @@ def write_bag_index(paths: Sequence[str | os.PathLike[str]], out: str | os.PathL
         n, d = bag_shape(p)
         rows.append({"patient": Path(p).stem, "path": str(p), "n_instances": n, "n_features": d})
     index = pd.DataFrame(rows, columns=["patient", "path", "n_instances", "n_features"])
-    with atomic_path(out) as tmp:
-        index.to_csv(tmp, sep="\t", index=False)
+    write_tsv(index, out)
     return index
 
 
 def read_bag_index(path: str | os.PathLike[str]) -> dict[str, str]:
     """Patient -> bag file, from an index written by :func:`write_bag_index`."""
-    index = pd.read_csv(path, sep="\t", dtype={"patient": str, "path": str})
+    index = read_tsv(path)  # ids verbatim: a patient called NA stays "NA"
     return dict(zip(index["patient"], index["path"], strict=True))

@@ -4,7 +4,8 @@ pandas' default reader turns the strings ``NA``, ``None``, ``nan``, ``null`` and
 values, so a patient called ``NA`` or a class called ``None`` would silently become NaN. Every table the workflow
 writes and reads again (``splits.tsv``, ``patients.tsv``, predictions, attention, realism, the flow panel) goes
 through :func:`read_tsv`: its text columns are read verbatim as strings, the others as numbers where missing values
-(empty fields, ``nan``) are NaN.
+(empty fields, ``nan``) are NaN. Every such table is written by :func:`write_tsv` (atomically: a reader never sees
+half a table), and a fold's patients table is read by :func:`read_patients`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 from collections.abc import Iterable
 
 import pandas as pd
+
+from recipe_mil.io.atomic import atomic_path
 
 TEXT_COLUMNS: frozenset[str] = frozenset(
     {
@@ -67,3 +70,37 @@ def read_tsv(path: str | os.PathLike[str], *, text: Iterable[str] = ()) -> pd.Da
         keep_default_na=False,
         na_values={c: list(MISSING_NUMBERS) for c in header if c not in strings},
     )
+
+
+def write_tsv(frame: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Write a table as tab-separated text with a header and no index, atomically.
+
+    Parameters
+    ----------
+    frame
+        The table.
+    path
+        Destination; its folder is created if needed. It is either absent or complete, never half-written
+        (:func:`recipe_mil.io.atomic.atomic_path`).
+    """
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False)
+
+
+PATIENT_COLUMNS: tuple[str, ...] = ("patient", "label", "cohort", "role")
+"""Columns every fold's patients table (``patients.tsv``, :func:`recipe_mil.splits.scenario_patients`) holds."""
+
+
+def read_patients(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read one fold's patients table (``patients.tsv``: one row per patient with its label, cohort and role).
+
+    Raises
+    ------
+    ValueError
+        If a column of :data:`PATIENT_COLUMNS` is missing (naming the file).
+    """
+    patients = read_tsv(path)
+    missing = [c for c in PATIENT_COLUMNS if c not in patients.columns]
+    if missing:
+        raise ValueError(f"patients table {path}: missing column(s) {missing}; found {list(patients.columns)}")
+    return patients

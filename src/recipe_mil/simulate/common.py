@@ -30,6 +30,8 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import pandas as pd
 
+from recipe_mil.config import check_values
+
 STATES: tuple[str, ...] = ("baseline", "shifted", "disease_only")
 """Instance states, in the order of the state codes of :func:`draw_instances`."""
 
@@ -90,6 +92,30 @@ def draw_bag_size(rng: np.random.Generator, mean: float, sd: float, low: int, hi
     """
     n = int(round(rng.normal(mean, sd)))
     return int(max(low, n if high is None else min(n, high)))
+
+
+def check_params(params: Any, checks: Mapping[str, bool]) -> None:
+    """Check a simulator's parameters: normalise ``params.classes`` and raise naming every failed check.
+
+    Parameters
+    ----------
+    params
+        A simulator's parameter dataclass (named in messages); its ``classes`` become a tuple of strings.
+    checks
+        Field name -> whether its value is valid.
+
+    Raises
+    ------
+    ValueError
+        If ``classes`` is empty or repeats a name, or naming every field whose check failed (with its value).
+    """
+    owner = type(params).__name__
+    params.classes = tuple(str(c) for c in params.classes)
+    if not params.classes:
+        raise ValueError(f"{owner}: classes must not be empty")
+    if len(set(params.classes)) != len(params.classes):
+        raise ValueError(f"{owner}: duplicate class names in {params.classes}")
+    check_values(params, checks)
 
 
 def _per_class(

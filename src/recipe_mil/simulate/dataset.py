@@ -12,22 +12,27 @@ from typing import Any
 
 import pandas as pd
 
-from recipe_mil.io.atomic import atomic_path
+from recipe_mil.io.tables import write_tsv
+from recipe_mil.modalities import MODALITIES, TRUTH_COLUMNS, Simulator, get_modality, simulated_modalities
 
-#: modality -> (module, parameter class, external-parameter function)
-SIMULATORS = {
-    "scrna": ("recipe_mil.simulate.scrna", "ScrnaSimParams", "external_params"),
-    "flow": ("recipe_mil.simulate.flow", "FlowSimParams", "external_flow_params"),
-    "image": ("recipe_mil.simulate.image", "ImageSimParams", "external_image_params"),
-}
+__all__ = [
+    "TRUTH_COLUMNS",
+    "raw_location",
+    "sim_params_from_config",
+    "simulate_dataset",
+    "simulate_file_dataset",
+    "simulated_sheet",
+    "simulator_keys",
+]
 
 
-def _simulator(modality: str) -> tuple[Any, Any, Any]:
-    if modality not in SIMULATORS:
-        raise ValueError(f"no simulator for modality {modality!r}; choose one of {sorted(SIMULATORS)}")
-    module_name, params_name, external_name = SIMULATORS[modality]
-    module = importlib.import_module(module_name)
-    return module, getattr(module, params_name), getattr(module, external_name)
+def _simulator(modality: str) -> tuple[Simulator, Any, Any, Any]:
+    """Return a modality's simulator (:mod:`recipe_mil.modalities`), module, parameter class, external function."""
+    sim = get_modality(modality).simulator if modality in MODALITIES else None
+    if sim is None:
+        raise ValueError(f"no simulator for modality {modality!r}; choose one of {sorted(simulated_modalities())}")
+    module = importlib.import_module(sim.module)
+    return sim, module, getattr(module, sim.params), getattr(module, sim.external)
 
 
 def simulator_keys(modality: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -50,7 +55,7 @@ def simulator_keys(modality: str) -> tuple[frozenset[str], frozenset[str]]:
     ValueError
         If the modality has no simulator.
     """
-    _, params_cls, external_fn = _simulator(modality)
+    _, _, params_cls, external_fn = _simulator(modality)
     target = {f.name for f in dataclasses.fields(params_cls) if f.init and f.name != "classes"} | {"external"}
     external = list(inspect.signature(external_fn).parameters)[1:]  # the first is the target's parameters
     return frozenset(target), frozenset(external)
@@ -76,7 +81,7 @@ def sim_params_from_config(sim: Mapping[str, Any], classes: Sequence[str], modal
     tuple
         Target-cohort parameters and external-cohort parameters (None without ``external``).
     """
-    _, params_cls, external_fn = _simulator(modality)
+    _, _, params_cls, external_fn = _simulator(modality)
     target = params_cls(classes=tuple(classes), **{k: v for k, v in sim.items() if k != "external"})
     ext = sim.get("external")
     if not ext:
@@ -86,22 +91,23 @@ def sim_params_from_config(sim: Mapping[str, Any], classes: Sequence[str], modal
 
 
 def raw_location(raw_dir: str | os.PathLike[str], modality: str, cohort: str, patient: str) -> str:
-    """Where the simulator writes a patient's raw data (the sheet's ``path``)."""
-    if modality == "scrna":
+    """Where the simulator writes a patient's raw data (the sheet's ``path``).
+
+    ``raw_dir/{cohort}/{patient}{suffix}`` for a modality with a file or folder per patient, the
+    patient's id in its cohort's ``.h5ad`` otherwise.
+    """
+    spec = get_modality(modality)
+    if not spec.path_names_file:
         return patient
-    base = Path(raw_dir) / cohort
-    return str(base / f"{patient}.fcs") if modality == "flow" else str(base / patient)
-
-
-TRUTH_COLUMNS: tuple[str, ...] = ("cell_type", "state")
-"""Per-instance truth every simulator writes and the embed steps carry into the bags."""
+    suffix = spec.simulator.suffix if spec.simulator is not None else ""
+    return str(Path(raw_dir) / cohort / f"{patient}{suffix}")
 
 
 def simulated_sheet(
     target: Any, external: Any | None, *, modality: str = "scrna", raw_dir: str | os.PathLike[str] = ""
 ) -> pd.DataFrame:
     """Build the sample sheet of a simulated dataset from the design alone (nothing simulated)."""
-    module, _, _ = _simulator(modality)
+    _, module, _, _ = _simulator(modality)
     parts = [module.cohort_design(target)] + ([module.cohort_design(external)] if external else [])
     sheet = pd.concat(parts, ignore_index=True)
     sheet["path"] = [
@@ -130,14 +136,13 @@ def simulate_dataset(
     sheet_path
         TSV destination of the sample sheet.
     """
-    module, _, _ = _simulator("scrna")
+    _, module, _, _ = _simulator("scrna")
     target, external = sim_params_from_config(sim, classes, "scrna")
     adata = module.simulate_scrna_cohort(target)
     module.write_h5ad_atomic(adata, target_path)
     ext = module.simulate_scrna_cohort(external) if external else adata[:0].copy()
     module.write_h5ad_atomic(ext, external_path)
-    with atomic_path(sheet_path) as tmp:
-        simulated_sheet(target, external).to_csv(tmp, sep="\t", index=False)
+    write_tsv(simulated_sheet(target, external), sheet_path)
 
 
 def simulate_file_dataset(
@@ -158,8 +163,10 @@ def simulate_file_dataset(
     pandas.DataFrame
         The sample sheet (also written to ``sheet_path``).
     """
-    module, _, _ = _simulator(modality)
-    run = module.simulate_flow_cohort if modality == "flow" else module.simulate_image_cohort
+    simulator, module, _, _ = _simulator(modality)
+    if simulator.cohort is None:
+        raise ValueError(f"modality {modality!r} is simulated as .h5ad cohorts, not files (simulate_dataset)")
+    run = getattr(module, simulator.cohort)
     target, external = sim_params_from_config(sim, classes, modality)
     parts = [run(target, Path(raw_dir) / "target")]
     if external:
@@ -170,6 +177,5 @@ def simulate_file_dataset(
     expected = simulated_sheet(target, external, modality=modality, raw_dir=raw_dir)
     if list(map(str, sheet["path"])) != list(expected["path"]):
         raise RuntimeError("simulator wrote files where the sheet does not expect them")
-    with atomic_path(sheet_path) as tmp:
-        sheet.to_csv(tmp, sep="\t", index=False)
+    write_tsv(sheet, sheet_path)
     return sheet

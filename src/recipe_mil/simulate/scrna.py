@@ -45,6 +45,7 @@ from recipe_mil.simulate.common import (
     STATES,
     CellStates,
     cell_states,
+    check_params,
     cohort_design,
     draw_bag_size,
     draw_instances,
@@ -156,31 +157,25 @@ class ScrnaSimParams:
     patient_effect_sd: float = 0.1
 
     def __post_init__(self) -> None:
-        self.classes = tuple(str(c) for c in self.classes)
-        if not self.classes:
-            raise ValueError("ScrnaSimParams: classes must not be empty")
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"ScrnaSimParams: duplicate class names in {self.classes}")
-        checks = {
-            "n_patients_per_class": self.n_patients_per_class >= 1,
-            "n_cell_types": self.n_cell_types >= 1,
-            "n_genes": self.n_genes >= 1,
-            "n_markers_per_type": 0 <= self.n_markers_per_type <= self.n_genes,
-            "cells_per_patient_mean": self.cells_per_patient_mean > 0,
-            "cells_per_patient_sd": self.cells_per_patient_sd >= 0,
-            "min_cells_per_patient": self.min_cells_per_patient >= 1,
-            "concentration": self.concentration > 0,
-            "dispersion": self.dispersion > 0,
-            "library_size_mean": self.library_size_mean > 0,
-            "batch_shift": self.batch_shift >= 0,
-            "proportion_shift": 0 <= self.proportion_shift < 1,
-            "state_shift_magnitude": self.state_shift_magnitude >= 0,
-            "patient_effect_sd": self.patient_effect_sd >= 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            detail = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"ScrnaSimParams: invalid value(s): {detail}")
+        check_params(
+            self,
+            {
+                "n_patients_per_class": self.n_patients_per_class >= 1,
+                "n_cell_types": self.n_cell_types >= 1,
+                "n_genes": self.n_genes >= 1,
+                "n_markers_per_type": 0 <= self.n_markers_per_type <= self.n_genes,
+                "cells_per_patient_mean": self.cells_per_patient_mean > 0,
+                "cells_per_patient_sd": self.cells_per_patient_sd >= 0,
+                "min_cells_per_patient": self.min_cells_per_patient >= 1,
+                "concentration": self.concentration > 0,
+                "dispersion": self.dispersion > 0,
+                "library_size_mean": self.library_size_mean > 0,
+                "batch_shift": self.batch_shift >= 0,
+                "proportion_shift": 0 <= self.proportion_shift < 1,
+                "state_shift_magnitude": self.state_shift_magnitude >= 0,
+                "patient_effect_sd": self.patient_effect_sd >= 0,
+            },
+        )
         if not self.cohort:
             raise ValueError("ScrnaSimParams: cohort must not be empty")
         shared = cell_type_names(self.n_cell_types)

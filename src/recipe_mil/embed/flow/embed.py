@@ -36,6 +36,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from recipe_mil.config import check_values
 from recipe_mil.embed.flow.compensation import COMPENSATION_MODES, resolve_compensation
 from recipe_mil.embed.flow.errors import fail
 from recipe_mil.embed.flow.fcs import FcsHeader, read_fcs
@@ -175,10 +176,7 @@ class FlowEmbedParams:
             "time_trim": min(self.time_trim) >= 0 and sum(self.time_trim) < 1,
             "feature_stats": self.standardize != "given" or self.feature_stats is not None,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            detail = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"FlowEmbedParams: invalid value(s): {detail}")
+        check_values(self, checks)
         if self.compensation not in COMPENSATION_MODES and not Path(self.compensation).is_file():
             raise ValueError(
                 "FlowEmbedParams: compensation must be 'file', 'file_strict', 'none' or an existing CSV file, "

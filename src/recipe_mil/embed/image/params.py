@@ -9,6 +9,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from recipe_mil.config import check_values
+
 DINOBLOOM_MODELS: dict[str, tuple[str, int]] = {
     "dinobloom-s": ("vit_small_patch14_dinov2", 384),
     "dinobloom-b": ("vit_base_patch14_dinov2", 768),
@@ -101,10 +103,7 @@ class ImageEmbedParams:
             "image_size": self.image_size >= 16,
             "log_every": self.log_every >= 1,
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            detail = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"ImageEmbedParams: invalid value(s): {detail}")
+        check_values(self, checks)
         check_encoder_name(self.encoder)
 
 

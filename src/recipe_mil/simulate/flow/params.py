@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recipe_mil.simulate.common import (
+    check_params,
     resolve_disease_only,
     resolve_state_shift,
 )
@@ -86,28 +87,22 @@ class FlowSimParams:
     patient_prefix: str = "F"
 
     def __post_init__(self) -> None:
-        self.classes = tuple(str(c) for c in self.classes)
-        if not self.classes:
-            raise ValueError("FlowSimParams: classes must not be empty")
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"FlowSimParams: duplicate class names in {self.classes}")
-        checks = {
-            "n_patients_per_class": self.n_patients_per_class >= 1,
-            "events_mean": self.events_mean > 0,
-            "events_sd": self.events_sd >= 0,
-            "min_events": self.min_events >= 1,
-            "concentration": self.concentration > 0,
-            "debris_fraction": 0 <= self.debris_fraction < 1,
-            "instrument": self.instrument in _INSTRUMENTS,
-            "intensity_shift_sd": self.intensity_shift_sd >= 0,
-            "state_shift_magnitude": self.state_shift_magnitude >= 0,
-            "patient_effect_sd": self.patient_effect_sd >= 0,
-            "cohort": bool(self.cohort),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            detail = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"FlowSimParams: invalid value(s): {detail}")
+        check_params(
+            self,
+            {
+                "n_patients_per_class": self.n_patients_per_class >= 1,
+                "events_mean": self.events_mean > 0,
+                "events_sd": self.events_sd >= 0,
+                "min_events": self.min_events >= 1,
+                "concentration": self.concentration > 0,
+                "debris_fraction": 0 <= self.debris_fraction < 1,
+                "instrument": self.instrument in _INSTRUMENTS,
+                "intensity_shift_sd": self.intensity_shift_sd >= 0,
+                "state_shift_magnitude": self.state_shift_magnitude >= 0,
+                "patient_effect_sd": self.patient_effect_sd >= 0,
+                "cohort": bool(self.cohort),
+            },
+        )
         self.disease_only = resolve_disease_only(
             "FlowSimParams", self.classes, self.disease_only, _DEFAULT_DISEASE_ONLY
         )

@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from recipe_mil.io.atomic import atomic_path, write_text_atomic
+from recipe_mil.io.tables import write_tsv
 from recipe_mil.seeds import derive_seed
 from recipe_mil.simulate.common import (
     STATES,
@@ -200,10 +201,9 @@ def simulate_image_cohort(params: ImageSimParams, out_dir: str | os.PathLike[str
         realised[patient] = [float(x) for x in counts / counts.sum()]
         n_crops[patient] = len(crops.images)
         effects[patient] = crops.effect
-    with atomic_path(out / TRUTH_TSV) as tmp:
-        pd.DataFrame(rows, columns=["patient", "label", "cohort", "instance_id", "cell_type", "state"]).to_csv(
-            tmp, sep="\t", index=False
-        )
+    write_tsv(
+        pd.DataFrame(rows, columns=["patient", "label", "cohort", "instance_id", "cell_type", "state"]), out / TRUTH_TSV
+    )
     truth = {
         "cohort": params.cohort,
         "classes": list(params.classes),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recipe_mil.simulate.common import (
+    check_params,
     resolve_disease_only,
     resolve_state_shift,
 )
@@ -140,32 +141,26 @@ class ImageSimParams:
     patient_prefix: str = "P"
 
     def __post_init__(self) -> None:
-        self.classes = tuple(str(c) for c in self.classes)
-        if not self.classes:
-            raise ValueError("ImageSimParams: classes must not be empty")
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"ImageSimParams: duplicate class names in {self.classes}")
-        checks = {
-            "n_patients_per_class": self.n_patients_per_class >= 1,
-            "crops_per_patient_mean": self.crops_per_patient_mean > 0,
-            "crops_per_patient_sd": self.crops_per_patient_sd >= 0,
-            "min_crops_per_patient": self.min_crops_per_patient >= 1,
-            "max_crops_per_patient": self.max_crops_per_patient >= self.min_crops_per_patient,
-            "concentration": self.concentration > 0,
-            "image_size": self.image_size >= 48,
-            "size_jitter": self.size_jitter >= 0,
-            "patient_size_sd": self.patient_size_sd >= 0,
-            "stain_jitter": self.stain_jitter >= 0,
-            "patient_stain_sd": self.patient_stain_sd >= 0,
-            "rbc_mean": self.rbc_mean >= 0,
-            "noise_sd": self.noise_sd >= 0,
-            "image_format": self.image_format in _FORMATS,
-            "state_shift_magnitude": self.state_shift_magnitude >= 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            detail = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"ImageSimParams: invalid value(s): {detail}")
+        check_params(
+            self,
+            {
+                "n_patients_per_class": self.n_patients_per_class >= 1,
+                "crops_per_patient_mean": self.crops_per_patient_mean > 0,
+                "crops_per_patient_sd": self.crops_per_patient_sd >= 0,
+                "min_crops_per_patient": self.min_crops_per_patient >= 1,
+                "max_crops_per_patient": self.max_crops_per_patient >= self.min_crops_per_patient,
+                "concentration": self.concentration > 0,
+                "image_size": self.image_size >= 48,
+                "size_jitter": self.size_jitter >= 0,
+                "patient_size_sd": self.patient_size_sd >= 0,
+                "stain_jitter": self.stain_jitter >= 0,
+                "patient_stain_sd": self.patient_stain_sd >= 0,
+                "rbc_mean": self.rbc_mean >= 0,
+                "noise_sd": self.noise_sd >= 0,
+                "image_format": self.image_format in _FORMATS,
+                "state_shift_magnitude": self.state_shift_magnitude >= 0,
+            },
+        )
         if not self.cohort:
             raise ValueError("ImageSimParams: cohort must not be empty")
         self.disease_only = resolve_disease_only(
