@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from recipe_mil.config import TrainConfig
-from recipe_mil.io.atomic import atomic_path
+from recipe_mil.io.tables import write_tsv
 
 DEFAULT_MODEL = "model.pt"
 
@@ -94,9 +94,7 @@ def _predict(args: argparse.Namespace) -> None:
     pred, att = predict_cohort(load_model(args.model), list(meta["classes"]), sheet, device=args.device)
     attention = args.attention or str(Path(args.out).with_name(Path(args.out).stem + "_attention.tsv"))
     for path, frame in ((args.out, pred), (attention, att)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, sep="\t", index=False)
+        write_tsv(frame, path)
     print(f"predicted {len(pred)} patients: {args.out}; attention per instance: {attention}")
 
 
