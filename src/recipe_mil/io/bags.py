@@ -462,7 +462,7 @@ class BagStore:
         *,
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
         transformed: np.ndarray | None = None,
-        max_open: int = 64,
+        max_open: int = 256,
     ) -> None:
         self.paths = [str(p) for p in paths]
         self._layouts = [_layout(p) for p in self.paths]
@@ -545,17 +545,11 @@ class BagStore:
             block = _features_dataset(handle, Path(self.paths[fi]))[start:stop]
         return block.astype(np.float32, copy=False)
 
-    def _read_rows(self, fi: int, rows: np.ndarray, out: np.ndarray, *, gap: int = 8) -> None:
-        """Fill ``out`` with rows ``rows`` (sorted, unique) of file ``fi``; runs under ``gap`` apart: one read."""
-        breaks = np.flatnonzero(np.diff(rows) > gap) + 1
-        for run in np.split(np.arange(rows.size), breaks):
-            lo, hi = int(rows[run[0]]), int(rows[run[-1]]) + 1
-            out[run] = self._read_span(fi, lo, hi)[rows[run] - lo]
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
+    def take(self, rows: np.ndarray, *, gap: int = 8) -> np.ndarray:
         """Return store rows ``rows`` (any order, repeats allowed) as a new float32 array of shape (len(rows), d).
 
-        Each file is read once per call, only around the rows asked for.
+        The distinct rows are read file by file in row order; rows of one file fewer than ``gap``
+        apart are read in one piece.
 
         Raises
         ------
@@ -563,20 +557,20 @@ class BagStore:
             If a row read holds NaN or Inf.
         """
         idx = np.asarray(rows, dtype=np.int64).reshape(-1)
-        out = np.empty((idx.size, self.shape[1]), dtype=np.float32)
-        if not idx.size:
-            return out
-        files = self._file[idx]
-        order = np.argsort(files, kind="stable")
-        bounds = np.flatnonzero(np.diff(files[order])) + 1
-        for group in np.split(order, bounds):
-            fi = int(files[group[0]])
-            wanted, inverse = np.unique(self._local[idx[group]], return_inverse=True)
-            block = np.empty((wanted.size, self.shape[1]), dtype=np.float32)
-            self._read_rows(fi, wanted, block)
-            if not np.isfinite(block).all():
-                raise BagFileError(f"{self.paths[fi]}: instances with NaN or Inf features")
-            out[group] = block[inverse.reshape(-1)]
+        keys = (self._file[idx].astype(np.int64) << 32) | self._local[idx]
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        ufile, urow = uniq >> 32, uniq & 0xFFFFFFFF
+        block = np.empty((uniq.size, self.shape[1]), dtype=np.float32)
+        starts = np.flatnonzero(np.r_[True, (np.diff(ufile) != 0) | (np.diff(urow) > gap)])
+        stops = np.r_[starts[1:], uniq.size]
+        files, lows, highs = ufile[starts].tolist(), urow[starts].tolist(), (urow[stops - 1] + 1).tolist()
+        for a, b, fi, lo, hi in zip(starts.tolist(), stops.tolist(), files, lows, highs, strict=True):
+            span = self._read_span(fi, lo, hi)
+            block[a:b] = span if b - a == hi - lo else span[urow[a:b] - lo]
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            raise BagFileError(f"{self.paths[int(ufile[np.argmax(bad)])]}: instances with NaN or Inf features")
+        out = block[inverse.reshape(-1)]
         if self._transform is not None and self._transformed is not None:
             flagged = self._transformed[idx]
             if flagged.any():
