@@ -89,6 +89,12 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (on a shared machine, wall time is not the cost)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def reset_stage_peak() -> None:
     """Reset the kernel's resident high-water mark of this process (Linux), so the next stage reports its own."""
     try:
@@ -115,10 +121,16 @@ def workflow_path(sheet: pd.DataFrame, args: argparse.Namespace) -> None:
     )
     paths = dict(zip(sheet["patient"], sheet["path"], strict=True))
     stages: list[tuple[str, float, float, str]] = []
+    cpu = [cpu_seconds()]
 
     def stage(name: str, t: float) -> None:
         stages.append((name, time.perf_counter() - t, stage_peak_gib(), load_note()))
-        print(f"  {name}: {stages[-1][1]:.1f} s, peak {stages[-1][2]:.2f} GiB {stages[-1][3]}", flush=True)
+        cpu.append(cpu_seconds())
+        print(
+            f"  {name}: {stages[-1][1]:.1f} s wall, {cpu[-1] - cpu[-2]:.1f} s CPU, peak {stages[-1][2]:.2f} GiB "
+            f"{stages[-1][3]}",
+            flush=True,
+        )
         reset_stage_peak()
 
     reset_stage_peak()
