@@ -17,9 +17,18 @@ Prints each stage's wall time, the process's peak resident memory and the cluste
 agreement (a check that the run did what it should). The bag files are kept in ``--workdir`` for
 a rerun with ``--reuse`` (they are removed with ``--clean``).
 
-With ``--workflow-path`` it runs, on the same bag files, the workflow's own recipes step instead
+With ``--workflow-path`` it runs, on the same bag files, the workflow's own steps instead, on one fold
+(8 of every 10 patients train, 1 validation, 1 test): the recipes step
 (:func:`recipe_mil.recipes.pipeline.fit_fold_recipes`: the pool as a row index into the bags, the projection
-streamed from them block by block, as above) and prints its peak memory.
+streamed from them block by block, as above), generation (:func:`recipe_mil.augment.make_synthetic`, generator
+``recipe``, ``--synthetic`` patients), then the MIL step's loading (:meth:`recipe_mil.experiment.FoldData.load`
+and the pool's rows, :func:`recipe_mil.recipes.pool.pool_rows`: above 1 GiB the bag files are read a batch at a
+time), one training epoch on real + synthetic bags with validation (:func:`recipe_mil.experiment.fit_on`) and
+the prediction of the test patients. Each stage prints its wall time, its own peak resident memory (the
+kernel's high-water mark, reset before each stage) and the load average.
+
+With ``--simulate-only`` it writes the bags and a sample sheet for the workflow's ``bags`` modality and stops
+(``config/scale_1m.yaml`` runs the workflow end to end on them).
 
 Run: ``python benchmarks/scale.py [--instances 5000000] [--patients 10000] [--d 768]``
 (about 20 GB of free disk for the defaults).
@@ -36,14 +45,18 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from _machine import load_note
 from sklearn.metrics import adjusted_rand_score
 
+from recipe_mil.augment import GeneratorInput, make_synthetic
+from recipe_mil.experiment import FoldData, evaluate_on_test, fit_on, synthetic_collection
 from recipe_mil.io.bags import read_bag, write_bag
 from recipe_mil.io.tables import read_tsv
+from recipe_mil.mil import TrainConfig
 from recipe_mil.recipes.generate import generate_synthetic
 from recipe_mil.recipes.gmm import fit_gmm
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes, learn_recipes
-from recipe_mil.recipes.pool import bag_chunks, fit_projection, pool_patients
+from recipe_mil.recipes.pool import bag_chunks, fit_projection, pool_patients, pool_rows
 
 CLASSES = ("aml", "healthy", "mds")
 N_TYPES = 24
@@ -76,6 +89,94 @@ def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (on a shared machine, wall time is not the cost)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def reset_stage_peak() -> None:
+    """Reset the kernel's resident high-water mark of this process (Linux), so the next stage reports its own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def stage_peak_gib() -> float:
+    """Peak resident memory since :func:`reset_stage_peak` (VmHWM), or the process's peak where unreadable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return peak_gib()
+
+
+def workflow_path(sheet: pd.DataFrame, args: argparse.Namespace) -> None:
+    """The workflow's recipes, generation and MIL steps on one fold of the simulated bags (see the module doc)."""
+    sheet = sheet.assign(
+        role=np.select([np.arange(len(sheet)) % 10 == 8, np.arange(len(sheet)) % 10 == 9], ["val", "test"], "train")
+    )
+    paths = dict(zip(sheet["patient"], sheet["path"], strict=True))
+    stages: list[tuple[str, float, float, str]] = []
+    cpu = [cpu_seconds()]
+
+    def stage(name: str, t: float) -> None:
+        stages.append((name, time.perf_counter() - t, stage_peak_gib(), load_note()))
+        cpu.append(cpu_seconds())
+        print(
+            f"  {name}: {stages[-1][1]:.1f} s wall, {cpu[-1] - cpu[-2]:.1f} s CPU, peak {stages[-1][2]:.2f} GiB "
+            f"{stages[-1][3]}",
+            flush=True,
+        )
+        reset_stage_peak()
+
+    reset_stage_peak()
+    t = time.perf_counter()
+    config = RecipeConfig(
+        n_components=args.k, n_pcs=args.n_pcs, subsample=args.subsample, n_init=1, max_iter=100, engine="torch"
+    )
+    fold = fit_fold_recipes(sheet, paths, config, seed=0)
+    stage(f"recipes (pool of {fold.pool.n_obs} rows streamed from the bags, K={fold.gmm.n_components})", t)
+
+    t = time.perf_counter()
+    inp = GeneratorInput(
+        pool=fold.pool,
+        recipes=fold.recipes,
+        pooled_recipe=fold.pooled,
+        classes=list(CLASSES),
+        config={"generate": {"n_per_class": args.synthetic // len(CLASSES)}},
+    )
+    syn = make_synthetic("recipe", inp, seed=0)
+    stage(f"generation ({len(syn)} synthetic patients, {len(syn.indices)} instance indices)", t)
+
+    t = time.perf_counter()
+    data = FoldData.load(sheet, paths, list(CLASSES))
+    pool_x = pool_rows(fold.pool, paths)
+    synthetic = synthetic_collection(syn, pool_x, list(CLASSES))
+    where = "in memory" if isinstance(data.train.features, np.ndarray) else "read from the bag files per batch"
+    stage(f"MIL loading (features {where})", t)
+
+    t = time.perf_counter()
+    train = TrainConfig(epochs=1, min_epochs=1, device="cpu", seed=0)
+    trained = fit_on(data, train, synthetic=synthetic)
+    n_rows = sum(len(ix) for ix in data.train.bag_indices) + sum(len(ix) for ix in synthetic.bag_indices)
+    stage(
+        f"MIL epoch ({trained.n_real} real + {trained.n_synthetic} synthetic bags, {n_rows} instances, "
+        f"max_instances={train.max_instances}; validation on {len(data.val)} bags)",
+        t,
+    )
+
+    t = time.perf_counter()
+    _, metrics, _ = evaluate_on_test(trained.fit.model, data, device="cpu")
+    stage(f"MIL prediction ({len(data.test)} test bags, balanced accuracy {metrics['balanced_accuracy']:.2f})", t)
+    peak = max(s[2] for s in stages)  # the stages' own peaks (resetting the high-water mark resets ru_maxrss too)
+    print(f"workflow path total {sum(s[1] for s in stages):.1f} s; peak resident memory {peak:.2f} GiB")
+    print(f"scale_peak_rss_gib: {peak:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=5_000_000)
@@ -90,9 +191,14 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse the bag files of an earlier run")
     parser.add_argument("--clean", action="store_true", help="remove the bag files at the end")
     parser.add_argument(
+        "--simulate-only",
+        action="store_true",
+        help="write the bags and a workflow sample sheet (samples.tsv: patient, label, cohort, path) and stop",
+    )
+    parser.add_argument(
         "--workflow-path",
         action="store_true",
-        help="instead, run the workflow's recipes step (fit_fold_recipes, streaming from the bags) on the same bags",
+        help="instead, run the workflow's recipes, generation and one MIL epoch (with prediction) on one fold",
     )
     args = parser.parse_args()
     times: dict[str, float] = {}
@@ -107,19 +213,15 @@ def main() -> None:
         sheet = simulate(args.workdir, args.patients, args.instances, args.d)
         sheet.to_csv(sheet_path, sep="\t", index=False)
     times["simulate + write bags"] = time.perf_counter() - t
+    if args.simulate_only:
+        sheet[["patient", "label", "cohort", "path"]].to_csv(args.workdir / "samples.tsv", sep="\t", index=False)
+        print(f"wrote {len(sheet)} bags and {args.workdir / 'samples.tsv'} in {times['simulate + write bags']:.0f} s")
+        return
 
     if args.workflow_path:
-        config = RecipeConfig(
-            n_components=args.k, n_pcs=args.n_pcs, subsample=args.subsample, n_init=1, max_iter=100, engine="torch"
-        )
-        t = time.perf_counter()
-        fold = fit_fold_recipes(sheet, dict(zip(sheet["patient"], sheet["path"], strict=True)), config, seed=0)
-        print(
-            f"workflow recipes step (pool of {fold.pool.n_obs} rows x {fold.pool.uns['n_features']} features, "
-            f"streamed from the bags): K={fold.gmm.n_components}, "
-            f"{time.perf_counter() - t:.1f} s, peak resident memory {peak_gib():.2f} GiB"
-        )
-        print(f"scale_peak_rss_gib: {peak_gib():.2f}")
+        workflow_path(sheet, args)
+        if args.clean:
+            shutil.rmtree(args.workdir, ignore_errors=True)
         return
 
     t = time.perf_counter()

@@ -119,7 +119,7 @@ def test_atomic_path_failure_leaves_the_old_file_and_no_temporary(tmp_path):
 
 
 def test_shipped_configs_pass_the_config_check():
-    for name in ("config.yaml", "benchmark.yaml"):
+    for name in ("config.yaml", "benchmark.yaml", "scale_1m.yaml"):
         config = yaml.safe_load((REPO / "config" / name).read_text())
         assert config_problems(config, SCHEMA) == [], name
 

@@ -19,7 +19,7 @@ import torch
 
 from recipe_mil.evaluate import classification_metrics
 from recipe_mil.io.atomic import atomic_path
-from recipe_mil.io.bags import read_bags
+from recipe_mil.io.bags import bag_features, fits_in_memory
 from recipe_mil.methods import METHODS, REFERENCE
 from recipe_mil.mil import (
     BagCollection,
@@ -30,6 +30,7 @@ from recipe_mil.mil import (
     fit_mil,
     predict,
 )
+from recipe_mil.mil.data import RowStore
 from recipe_mil.recipes.generate import SyntheticSet
 from recipe_mil.seeds import derive_seed
 from recipe_mil.select import SelectConfig, mc_dropout_probs, select_bags, uncertainty_scores
@@ -96,26 +97,35 @@ def model_meta(path: str | os.PathLike[str]) -> dict[str, object]:
 
 
 def real_collection(
-    patients: pd.DataFrame, bag_paths: Mapping[str, str], classes: Sequence[str]
+    patients: pd.DataFrame, bag_paths: Mapping[str, str], classes: Sequence[str], *, in_memory: bool | None = None
 ) -> tuple[BagCollection, list[np.ndarray]]:
-    """Load the bags of ``patients`` into one collection; also return their instance ids."""
-    features, offsets, bags = read_bags([bag_paths[p] for p in patients["patient"]])
+    """Return the bags of ``patients`` as one collection, and their instance ids.
+
+    The features are in memory, or a :class:`~recipe_mil.io.bags.BagStore` over the bag files
+    (:func:`~recipe_mil.io.bags.bag_features`).
+    """
+    features, offsets, bags = bag_features([bag_paths[p] for p in patients["patient"]], in_memory=in_memory)
     labels = np.array([classes.index(lab) for lab in patients["label"]], dtype=np.int64)
     coll = BagCollection.from_offsets(features, offsets, labels, list(patients["patient"]))
     return coll, [b.instance_ids for b in bags]
 
 
-def synthetic_collection(syn: SyntheticSet, pool_features: np.ndarray, classes: Sequence[str]) -> BagCollection:
+def synthetic_collection(
+    syn: SyntheticSet, pool_features: np.ndarray | RowStore | None, classes: Sequence[str]
+) -> BagCollection:
     """Synthetic bags as index sets into the pool's embeddings, or into their own features (ReMix prototypes).
 
-    Soft targets (PseMix) are carried over; rows are gathered at batch time.
+    Soft targets (PseMix) are carried over; rows are gathered at batch time (from a pool
+    :class:`~recipe_mil.mil.data.RowStore`, read from the bag files then).
     """
     classes = list(classes)
     labels = np.array([classes.index(lab) for lab in syn.label], dtype=np.int64)
     names = [f"synthetic_{i}" for i in range(len(syn))]
     features = syn.features if syn.features is not None else pool_features
+    if features is None:
+        raise ValueError("index-based synthetic bags need the pool's features")
     return BagCollection(
-        features=np.asarray(features, np.float32),
+        features=features,
         bag_indices=syn.bags(),
         labels=labels,
         names=names,
@@ -193,18 +203,38 @@ class FoldData:
     test_ids: list[np.ndarray]
 
     @classmethod
-    def load(cls, patients: pd.DataFrame, bag_paths: Mapping[str, str], classes: Sequence[str]) -> FoldData:
-        """Read the fold's bags by role (``unused`` patients are not read)."""
+    def load(
+        cls,
+        patients: pd.DataFrame,
+        bag_paths: Mapping[str, str],
+        classes: Sequence[str],
+        *,
+        in_memory: bool | None = None,
+    ) -> FoldData:
+        """Read the fold's bags by role (``unused`` patients are not read).
+
+        ``in_memory``: True reads every bag into memory, False leaves the features in the bag
+        files (a :class:`~recipe_mil.io.bags.BagStore` per role, read a batch at a time: bounded
+        memory), None (default) reads into memory unless the fold's bags together exceed
+        :data:`~recipe_mil.io.bags.IN_MEMORY_LIMIT_BYTES`. Training and prediction give the same
+        numbers either way.
+        """
         classes = list(classes)
         by_role = {
             r: patients[patients["role"] == r].reset_index(drop=True) for r in ("train", "external", "val", "test")
         }
-        test, test_ids = real_collection(by_role["test"], bag_paths, classes)
+        if in_memory is None:
+            in_memory = fits_in_memory([bag_paths[p] for frame in by_role.values() for p in frame["patient"]])
+
+        def load(role: str) -> BagCollection:
+            return real_collection(by_role[role], bag_paths, classes, in_memory=in_memory)[0]
+
+        test, test_ids = real_collection(by_role["test"], bag_paths, classes, in_memory=in_memory)
         return cls(
             classes=classes,
-            train=real_collection(by_role["train"], bag_paths, classes)[0],
-            external=real_collection(by_role["external"], bag_paths, classes)[0] if len(by_role["external"]) else None,
-            val=real_collection(by_role["val"], bag_paths, classes)[0] if len(by_role["val"]) else None,
+            train=load("train"),
+            external=load("external") if len(by_role["external"]) else None,
+            val=load("val") if len(by_role["val"]) else None,
             test=test,
             test_patients=by_role["test"],
             test_ids=test_ids,
@@ -376,7 +406,7 @@ def select_candidates(
     data: FoldData,
     reference: GatedAttentionMIL,
     candidates: SyntheticSet,
-    pool_features: np.ndarray | None,
+    pool_features: np.ndarray | RowStore | None,
     config: TrainConfig,
     select: SelectConfig,
     *,
@@ -427,7 +457,7 @@ def run_fold(
     config: TrainConfig,
     *,
     synthetic: Mapping[str, SyntheticSet],
-    pool_features: np.ndarray | None,
+    pool_features: np.ndarray | RowStore | None,
     select: SelectConfig | None = None,
     n_per_class: int = 0,
     select_seed: int = 0,
@@ -451,7 +481,8 @@ def run_fold(
     synthetic
         Generator -> synthetic patients (``recipe_candidates`` for ``recipe_selected``).
     pool_features
-        The pool's embeddings (index-based synthetic bags point into them).
+        The pool's embeddings (index-based synthetic bags point into them), in memory or a
+        :class:`~recipe_mil.mil.data.RowStore` (:func:`recipe_mil.recipes.pool.pool_rows`).
     select
         Selection settings for ``recipe_selected``.
     n_per_class

@@ -10,7 +10,7 @@ from torch import nn
 
 from recipe_mil.config import POLICIES, UNSEEN_CLASS_SCORERS, SelectConfig
 from recipe_mil.device import resolve_device
-from recipe_mil.mil.data import BagCollection, collate
+from recipe_mil.mil.data import BagCollection, collate, features_on
 
 __all__ = [
     "POLICIES",
@@ -46,7 +46,7 @@ def mc_dropout_probs(
     device = str(resolve_device(device))
     model = model.to(device)
     model.train()
-    source = torch.from_numpy(bags.features).to(device) if torch.device(device).type == "cuda" else None
+    source = features_on(bags.features, torch.device(device))
     out = np.zeros((passes, len(bags), 0), dtype=np.float32)
     chunks = []
     for start in range(0, len(bags), batch_size):

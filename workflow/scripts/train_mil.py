@@ -14,7 +14,7 @@ from recipe_mil.io.attention import write_attention
 from recipe_mil.io.bags import read_bag_index
 from recipe_mil.io.synthetic import read_synthetic, write_synthetic
 from recipe_mil.io.tables import read_patients, write_tsv
-from recipe_mil.recipes.pool import read_pool
+from recipe_mil.recipes.pool import pool_rows, read_pool
 from recipe_mil.seeds import derive_seed
 from recipe_mil.splits import parse_scenario
 
@@ -24,8 +24,9 @@ torch.set_num_threads(snakemake.threads)
 patients = read_patients(snakemake.input.patients)
 bag_paths = read_bag_index(snakemake.input.bags)
 synthetic = {k.split("__", 1)[1]: read_synthetic(v) for k, v in snakemake.input.items() if k.startswith("synthetic__")}
-# the pool's features, read from the bags in pool row order: index-based synthetic bags are rows of this matrix
-pool_x = read_pool(snakemake.input.pool, bag_paths).X if "pool" in snakemake.input.keys() else None
+# the pool's features in pool row order (index-based synthetic bags are rows of it): in memory, or read from the
+# bags a batch at a time when the pool is large (pool_rows)
+pool_x = pool_rows(read_pool(snakemake.input.pool), bag_paths) if "pool" in snakemake.input.keys() else None
 # the typed config sections (recipe_mil.config), built once from the rule's validated sections
 study = StudyConfig.from_config(
     {"seed": p.seed, "mil": p.mil, "select": p.select, "generate": {"n_per_class": p.n_per_class}}

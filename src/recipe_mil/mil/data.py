@@ -2,16 +2,89 @@
 
 Real patients are contiguous row ranges of the feature matrix; synthetic patients are
 arbitrary rows of it (repeats allowed), so a synthetic bag costs 8 bytes per instance.
+
+The matrix is either in memory (a numpy array) or a row store read on demand (a
+:class:`RowStore`, e.g. :class:`recipe_mil.io.bags.BagStore` over the bag files): a batch then
+reads only the rows it needs, after the per-bag subsample is drawn, so training and prediction
+on a cohort larger than memory hold one batch of features at a time. Both give the same batches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
+
+
+@runtime_checkable
+class RowStore(Protocol):
+    """A float32 matrix of shape ``(n_rows, d)`` whose rows are read on demand.
+
+    ``take(rows)`` returns the rows ``rows`` (int64, any order, repeats allowed) as a new
+    float32 array of shape ``(len(rows), d)``.
+    """
+
+    shape: tuple[int, int]
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Return rows ``rows`` as float32 of shape (len(rows), d)."""
+        ...
+
+
+Features = np.ndarray | RowStore
+"""A feature matrix: in memory, or a :class:`RowStore`."""
+
+
+class ConcatRows:
+    """Row stores and arrays stacked (first part's rows first) without copying any rows.
+
+    Parameters
+    ----------
+    parts
+        Matrices of the same width (arrays or :class:`RowStore`); nested ``ConcatRows`` are flattened.
+    """
+
+    def __init__(self, parts: Sequence[Features]) -> None:
+        flat: list[Features] = []
+        for part in parts:
+            flat += part.parts if isinstance(part, ConcatRows) else [part]
+        widths = {int(p.shape[1]) for p in flat}
+        if len(widths) > 1:
+            raise ValueError(f"feature dimensions differ: {sorted(widths)}")
+        self.parts = flat
+        self.offsets = np.concatenate([[0], np.cumsum([p.shape[0] for p in flat])]).astype(np.int64)
+        self.shape = (int(self.offsets[-1]), widths.pop() if widths else 0)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` of the stacked matrix, float32 (each part asked once)."""
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((idx.size, self.shape[1]), dtype=np.float32)
+        part = np.searchsorted(self.offsets, idx, side="right") - 1
+        for k in np.unique(part):
+            sel = np.flatnonzero(part == k)
+            local = idx[sel] - self.offsets[k]
+            out[sel] = take_rows(self.parts[k], local)
+        return out
+
+
+def take_rows(features: Features, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of an in-memory matrix or a :class:`RowStore`, as float32 of shape (len(rows), d)."""
+    if isinstance(features, np.ndarray):
+        return features[np.asarray(rows, dtype=np.int64)]
+    return features.take(np.asarray(rows, dtype=np.int64))
+
+
+def features_on(features: Features, device: torch.device) -> Tensor | None:
+    """Copy an in-memory matrix to a GPU once, for gathering batches there; None on CPU or for a store."""
+    if device.type != "cuda" or not isinstance(features, np.ndarray):
+        return None
+    return torch.from_numpy(features).to(device)
 
 
 @dataclass
@@ -21,7 +94,8 @@ class BagCollection:
     Attributes
     ----------
     features
-        Float32 matrix of shape (n_rows, d), shared by all bags.
+        Float32 matrix of shape (n_rows, d), shared by all bags: an array, or a
+        :class:`RowStore` read a batch at a time.
     bag_indices
         One int64 array of row indices into ``features`` per bag.
     labels
@@ -34,15 +108,16 @@ class BagCollection:
         for class-balanced sampling and for validation metrics.
     """
 
-    features: np.ndarray
+    features: Features
     bag_indices: list[np.ndarray]
     labels: np.ndarray
     names: list[str]
     soft_targets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.features = np.asarray(self.features, dtype=np.float32)
-        if self.features.ndim != 2:
+        if isinstance(self.features, np.ndarray) or not isinstance(self.features, RowStore):
+            self.features = np.asarray(self.features, dtype=np.float32)
+        if len(self.features.shape) != 2:
             raise ValueError(f"features must be 2-D, got shape {self.features.shape}")
         self.bag_indices = [np.asarray(ix, dtype=np.int64).reshape(-1) for ix in self.bag_indices]
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
@@ -149,7 +224,8 @@ def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
 def concat_collections(a: BagCollection, b: BagCollection) -> BagCollection:
     """Concatenate two collections: bags of ``a`` first, then bags of ``b``.
 
-    The feature matrices are stacked (``a``'s rows first) and ``b``'s row indices are
+    The feature matrices are stacked (``a``'s rows first; copied when both are in memory, a
+    :class:`ConcatRows` view when one is a :class:`RowStore`) and ``b``'s row indices are
     shifted by the number of rows of ``a``. If only one side has soft targets, the other
     side's labels become one-hot rows.
 
@@ -166,7 +242,10 @@ def concat_collections(a: BagCollection, b: BagCollection) -> BagCollection:
     if a.dim != b.dim:
         raise ValueError(f"feature dimensions differ: {a.dim} and {b.dim}")
     shift = a.features.shape[0]
-    features = np.concatenate([a.features, b.features], axis=0)
+    if isinstance(a.features, np.ndarray) and isinstance(b.features, np.ndarray):
+        features: Features = np.concatenate([a.features, b.features], axis=0)
+    else:
+        features = ConcatRows([a.features, b.features])
     indices = list(a.bag_indices) + [ix + shift for ix in b.bag_indices]
     labels = np.concatenate([a.labels, b.labels])
     names = list(a.names) + list(b.names)
@@ -191,7 +270,8 @@ def collate(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Gather bags into one zero-padded batch.
 
-    The batch is gathered from the shared feature matrix in one indexing operation; with
+    The batch is gathered from the shared feature matrix in one indexing operation (from a
+    :class:`RowStore`, only the batch's rows are read, after the subsample is drawn); with
     ``source`` (the same matrix as a tensor, e.g. kept on the GPU for the whole training) it
     is gathered there and the batch is created on that device, with no host copy.
 
@@ -232,13 +312,17 @@ def collate(
         rows.append(ix)
     sizes = np.array([r.shape[0] for r in rows], dtype=np.int64)
     n_max = max(int(sizes.max(initial=0)), 1)
-    feats = torch.from_numpy(collection.features) if source is None else source
-    flat = torch.from_numpy(np.concatenate(rows) if rows else np.zeros(0, np.int64)).to(feats.device)
+    flat = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    if source is None and not isinstance(collection.features, np.ndarray):
+        gathered = torch.from_numpy(take_rows(collection.features, flat))  # a store reads the batch's rows only
+    else:
+        feats = torch.from_numpy(collection.features) if source is None else source
+        gathered = feats[torch.from_numpy(flat).to(feats.device)]
     slot = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # position inside its bag
-    where = torch.from_numpy(np.repeat(np.arange(len(ids)), sizes) * n_max + slot).to(feats.device)
-    x = torch.zeros((len(ids) * n_max, collection.dim), dtype=feats.dtype, device=feats.device)
-    x[where] = feats[flat]
-    mask = torch.from_numpy(np.arange(n_max)[None, :] < sizes[:, None]).to(feats.device)
+    where = torch.from_numpy(np.repeat(np.arange(len(ids)), sizes) * n_max + slot).to(gathered.device)
+    x = torch.zeros((len(ids) * n_max, collection.dim), dtype=gathered.dtype, device=gathered.device)
+    x[where] = gathered
+    mask = torch.from_numpy(np.arange(n_max)[None, :] < sizes[:, None]).to(gathered.device)
     x = x.view(len(ids), n_max, collection.dim)
     y = torch.from_numpy(collection.labels[ids].copy())
     soft = None if collection.soft_targets is None else torch.from_numpy(collection.soft_targets[ids].copy())

@@ -19,7 +19,7 @@ from sklearn.metrics import balanced_accuracy_score
 
 from recipe_mil.config import TrainConfig
 from recipe_mil.device import resolve_device
-from recipe_mil.mil.data import BagCollection, balanced_epoch, collate
+from recipe_mil.mil.data import BagCollection, balanced_epoch, collate, features_on
 from recipe_mil.mil.model import GatedAttentionMIL
 
 # Tolerance under which two balanced accuracies count as equal (they are ratios of counts).
@@ -48,8 +48,8 @@ class FitResult:
 
 
 def _on_device(bags: BagCollection, device: torch.device) -> torch.Tensor | None:
-    """Copy the feature matrix to a GPU once for the whole loop (None on CPU: no copy needed)."""
-    return torch.from_numpy(bags.features).to(device) if device.type == "cuda" else None
+    """Copy the feature matrix to a GPU once for the whole loop (None on CPU or for a row store: no copy)."""
+    return features_on(bags.features, device)
 
 
 def _infer(

@@ -11,7 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from recipe_mil.io.bags import read_bag, read_bag_features, read_bags
+from recipe_mil.io.bags import IN_MEMORY_LIMIT_BYTES, BagStore, read_bag, read_bag_features, read_bags
 from recipe_mil.io.compact import write_compact_h5
 
 logger = logging.getLogger(__name__)
@@ -201,6 +201,30 @@ def pool_instance_ids(pool: ad.AnnData, bag_paths: Mapping[str, str]) -> np.ndar
     for name, pos in obs.groupby("patient", observed=True).indices.items():
         out[pos] = read_bag(bag_paths[str(name)], features=False).instance_ids[rows[pos]]
     return out
+
+
+def pool_rows(
+    pool: ad.AnnData, bag_paths: Mapping[str, str], *, in_memory: bool | None = None
+) -> np.ndarray | BagStore:
+    """Return a pool's feature matrix (as :func:`pool_features`) in memory, or as a :class:`BagStore` read on demand.
+
+    ``in_memory`` None (default) materialises the matrix unless it would exceed
+    :data:`~recipe_mil.io.bags.IN_MEMORY_LIMIT_BYTES`; the store gives the same rows (external-cohort
+    rows aligned) without holding them.
+    """
+    _bag_paths_of(pool.obs, bag_paths)
+    width = int(pool.uns.get("n_features", 0))
+    if in_memory or (in_memory is None and pool.n_obs * width * 4 <= IN_MEMORY_LIMIT_BYTES):
+        return pool_features(pool, bag_paths)
+    patient = pool.obs["patient"].astype("category")
+    alignment = Alignment.from_uns(pool.uns.get("alignment"))
+    return BagStore(
+        [bag_paths[str(name)] for name in patient.cat.categories],
+        patient.cat.codes.to_numpy(),
+        pool.obs[ROW].to_numpy(),
+        transform=None if alignment is None else alignment.apply,
+        transformed=None if alignment is None else pool.obs["cohort"].astype(str).to_numpy() != "target",
+    )
 
 
 def write_pool(path: str | os.PathLike[str], pool: ad.AnnData) -> None:
