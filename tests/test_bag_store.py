@@ -6,7 +6,8 @@ import pytest
 
 from recipe_mil.augment import GeneratorInput, make_synthetic
 from recipe_mil.experiment import FoldData, run_fold
-from recipe_mil.io.bags import BagStore, bag_features, read_bags
+from recipe_mil.io.bags import read_bags
+from recipe_mil.io.store import BagStore, bag_features
 from recipe_mil.mil import BagCollection, TrainConfig, collate, concat_collections
 from recipe_mil.mil.data import ConcatRows
 from recipe_mil.recipes.pipeline import RecipeConfig, fit_fold_recipes

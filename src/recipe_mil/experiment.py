@@ -19,7 +19,7 @@ import torch
 
 from recipe_mil.evaluate import classification_metrics
 from recipe_mil.io.atomic import atomic_path
-from recipe_mil.io.bags import bag_features, fits_in_memory
+from recipe_mil.io.store import bag_features, fits_in_memory
 from recipe_mil.methods import METHODS, REFERENCE
 from recipe_mil.mil import (
     BagCollection,
@@ -101,8 +101,8 @@ def real_collection(
 ) -> tuple[BagCollection, list[np.ndarray]]:
     """Return the bags of ``patients`` as one collection, and their instance ids.
 
-    The features are in memory, or a :class:`~recipe_mil.io.bags.BagStore` over the bag files
-    (:func:`~recipe_mil.io.bags.bag_features`).
+    The features are in memory, or a :class:`~recipe_mil.io.store.BagStore` over the bag files
+    (:func:`~recipe_mil.io.store.bag_features`).
     """
     features, offsets, bags = bag_features([bag_paths[p] for p in patients["patient"]], in_memory=in_memory)
     labels = np.array([classes.index(lab) for lab in patients["label"]], dtype=np.int64)
@@ -214,7 +214,7 @@ class FoldData:
         """Read the fold's bags by role (``unused`` patients are not read).
 
         ``in_memory``: True reads every bag into memory, False leaves the features in the bag
-        files (a :class:`~recipe_mil.io.bags.BagStore` per role, read a batch at a time: bounded
+        files (a :class:`~recipe_mil.io.store.BagStore` per role, read a batch at a time: bounded
         memory), None (default) reads into memory unless the fold's bags together exceed
         :data:`~recipe_mil.io.bags.IN_MEMORY_LIMIT_BYTES`. Training and prediction give the same
         numbers either way.

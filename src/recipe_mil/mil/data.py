@@ -4,7 +4,7 @@ Real patients are contiguous row ranges of the feature matrix; synthetic patient
 arbitrary rows of it (repeats allowed), so a synthetic bag costs 8 bytes per instance.
 
 The matrix is either in memory (a numpy array) or a row store read on demand (a
-:class:`RowStore`, e.g. :class:`recipe_mil.io.bags.BagStore` over the bag files): a batch then
+:class:`RowStore`, e.g. :class:`recipe_mil.io.store.BagStore` over the bag files): a batch then
 reads only the rows it needs, after the per-bag subsample is drawn, so training and prediction
 on a cohort larger than memory hold one batch of features at a time. Both give the same batches.
 """

@@ -11,8 +11,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from recipe_mil.io.bags import IN_MEMORY_LIMIT_BYTES, BagStore, read_bag, read_bag_features, read_bags
+from recipe_mil.io.bags import read_bag, read_bag_features, read_bags
 from recipe_mil.io.compact import write_compact_h5
+from recipe_mil.io.store import IN_MEMORY_LIMIT_BYTES, BagStore
 
 logger = logging.getLogger(__name__)
 
