@@ -111,6 +111,7 @@ def bags_config(work: Path) -> dict:
 # dataset x (full, missing_class) x 2 folds; 8 target + 2 external bags
 EXPECTED_JOBS = {
     "import_bag": 10,
+    "bag_index": 1,  # one index of the bag files per dataset
     "splits": 1,
     "scenario_patients": 4,
     "recipes": 4,
