@@ -10,6 +10,9 @@ Subcommands (README "Command line"; docs/method.md §10):
     A sheet of real patients (and optionally a synthetic sheet) -> ``model.pt``.
 ``recipe-mil predict``
     ``model.pt`` and a sheet of new patients -> a predictions TSV and an attention TSV.
+``recipe-mil summarize``
+    The per-run tables of a study's finished parts (``results/parts/<name>/``) -> the study's summary
+    (:mod:`recipe_mil.study`).
 
 Every step is a function of :mod:`recipe_mil.cohort`; seeds come from ``--seed`` (default 0), so the
 same inputs give the same outputs.
@@ -106,6 +109,18 @@ TRAIN_OPTIONS: tuple[tuple[str, type, float], ...] = tuple(
 ``mil`` defaults: ``tests/test_config_defaults.py``)."""
 
 
+def _summarize(args: argparse.Namespace) -> None:
+    from recipe_mil.study import SummaryPaths, combine_parts, write_summary  # noqa: PLC0415
+
+    tables = combine_parts(args.parts)
+    if not len(tables["summary"]):
+        raise ValueError(f"no runs in {', '.join(args.parts)}")
+    n = write_summary(tables["summary"], tables["realism"], tables["recall"], SummaryPaths.in_folder(args.out))
+    print(
+        f"{len(tables['summary'])} runs from {len(args.parts)} parts, {n} comparisons: {Path(args.out) / 'summary.md'}"
+    )
+
+
 def _command(
     sub: argparse._SubParsersAction,
     name: str,
@@ -187,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="predictions.tsv", help="predictions TSV")
     pr.add_argument("--attention", help="attention TSV (default: <out stem>_attention.tsv)")
     pr.add_argument("--device", default="cpu")
+
+    sm = sub.add_parser(
+        "summarize",
+        help="one summary from the parts of a study",
+        description="Combine the per-run tables (summary.tsv, recall.tsv, realism.tsv) of a study's finished "
+        "parts (results/parts/<name>/ of runs with `--config part=<name>`) into the summary the whole study would "
+        "have written: tables, paired comparisons with intervals, summary.md/.html and figures.",
+    )
+    sm.add_argument("parts", nargs="+", help="folders of finished parts")
+    sm.add_argument("--out", required=True, help="output folder")
+    sm.set_defaults(run=_summarize)
     return parser
 
 

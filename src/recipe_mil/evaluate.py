@@ -85,9 +85,16 @@ def collect_metrics(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     for col in SUMMARY_COLUMNS + EXTRA_COLUMNS:
         if col not in df:
             df[col] = np.nan
-    df = df[SUMMARY_COLUMNS + EXTRA_COLUMNS]
-    order = ["dataset", "scenario", "n_per_class", "missing_class", "method", "repeat", "fold", "draw", "seed"]
-    return df.sort_values(order).reset_index(drop=True)
+    return sort_runs(df[SUMMARY_COLUMNS + EXTRA_COLUMNS])
+
+
+#: the order of the summary's rows
+RUN_ORDER = ["dataset", "scenario", "n_per_class", "missing_class", "method", "repeat", "fold", "draw", "seed"]
+
+
+def sort_runs(frame: pd.DataFrame, *, then: Sequence[str] = ()) -> pd.DataFrame:
+    """Return a per-run table in the summary's row order (:data:`RUN_ORDER`, then the columns ``then``)."""
+    return frame.sort_values([*RUN_ORDER, *then], kind="stable").reset_index(drop=True)
 
 
 def integer_counts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -150,7 +157,7 @@ def collect_recall(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
         m = json.loads(Path(p).read_text())
         run = {k: m.get(k) for k in ("dataset", "scenario", "method", "repeat", "fold", "seed", *EXTRA_COLUMNS)}
         rows += [{**run, "class": c, "recall": r} for c, r in (m.get("recall") or {}).items()]
-    return pd.DataFrame(rows)
+    return sort_runs(pd.DataFrame(rows), then=["class"]) if rows else pd.DataFrame(rows)
 
 
 #: the runs of one comparison (a dataset / scenario / low-data size / missing class)

@@ -57,6 +57,7 @@ from recipe_mil.console import install_compact_console  # noqa: E402
 from recipe_mil.scenarios import SCENARIOS, configured_scenarios, parse_scenario, scenario_family  # noqa: E402
 from recipe_mil.scenarios import scenario_pattern  # noqa: E402
 from recipe_mil.splits import make_splits  # noqa: E402
+from recipe_mil.study import study_part  # noqa: E402
 
 
 # this workflow's own schema files (a local copy also when the workflow is a remote module)
@@ -70,6 +71,14 @@ if config["console"] == "compact":
     install_compact_console(snakemake_logger, lambda: workflow.dryrun)
 
 RESULTS = "results"
+# a study in parts: `part: <name>` runs the datasets and scenario families of one entry of `parts` and writes its
+# summary to results/parts/<name>/ (recipe_mil.study; README "The full study")
+try:
+    PART = study_part(config)
+except ValueError as exc:
+    raise WorkflowError(f"recipe-mil config: {exc}") from None
+SUMMARY = f"{RESULTS}/parts/{PART.name}" if PART else RESULTS
+SUMMARY_LOGS = f"logs/parts/{PART.name}" if PART else "logs"
 
 
 def code(script):
@@ -95,8 +104,10 @@ SHEETS = {ds: load_dataset_sheet(ds) for ds in config["datasets"]}
 
 
 def dataset_scenarios(dataset):
-    """Scenario ids of the config that apply to a dataset (recipe_mil.scenarios: a missing class must be its class)."""
-    return configured_scenarios(config["scenarios"], config["datasets"][dataset]["classes"])
+    """Scenario ids of the config that apply to a dataset (recipe_mil.scenarios: a missing class must be its class)
+    and that the selected part of the study runs (all of them without ``part``)."""
+    scenarios = configured_scenarios(config["scenarios"], config["datasets"][dataset]["classes"])
+    return [s for s in scenarios if PART is None or PART.includes(dataset, s)]
 
 
 def scenario_methods(scenario):

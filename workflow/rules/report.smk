@@ -8,59 +8,59 @@ rule summary:
         realism=run_files("realism.tsv") if any(METHODS[m].augmented for m in config["methods"]) else [],
     output:
         html=report(
-            f"{RESULTS}/summary.html",
+            f"{SUMMARY}/summary.html",
             caption="../report/summary_html.rst",
             category="Results",
             labels={"result": "1. summary: differences, means, tests, recall, realism"},
         ),
         # the headline section alone: workflow/report/workflow.rst puts it on the report's front page
-        headline=f"{RESULTS}/headline.html",
-        md=f"{RESULTS}/summary.md",
+        headline=f"{SUMMARY}/headline.html",
+        md=f"{SUMMARY}/summary.md",
         differences=report(
-            f"{RESULTS}/plots/differences.png",
+            f"{SUMMARY}/plots/differences.png",
             caption="../report/differences.rst",
             category="Results",
             labels={"result": "2. differences from real_only (forest plot)"},
         ),
         plot=report(
-            f"{RESULTS}/plots/metrics.png",
+            f"{SUMMARY}/plots/metrics.png",
             caption="../report/metrics.rst",
             category="Results",
             labels={"result": "3. balanced accuracy and missing-class recall"},
         ),
         tsv=report(
-            f"{RESULTS}/summary.tsv",
+            f"{SUMMARY}/summary.tsv",
             caption="../report/summary.rst",
             category="Results",
             labels={"result": "4. per run (TSV download)"},
         ),
         comparisons=report(
-            f"{RESULTS}/comparisons.tsv",
+            f"{SUMMARY}/comparisons.tsv",
             caption="../report/comparisons.rst",
             category="Results",
             labels={"result": "5. paired comparisons with real_only (TSV download)"},
         ),
-        recall=f"{RESULTS}/recall.tsv",
+        recall=f"{SUMMARY}/recall.tsv",
         realism=report(
-            f"{RESULTS}/realism.tsv",
+            f"{SUMMARY}/realism.tsv",
             caption="../report/realism.rst",
             category="Realism",
             labels={"result": "realism per run and class (TSV download)"},
         ),
         realism_plot=report(
-            f"{RESULTS}/plots/realism.png",
+            f"{SUMMARY}/plots/realism.png",
             caption="../report/realism.rst",
             category="Realism",
             labels={"result": "realism scores (figure)"},
         ),
         # vector copies of the figures (plots.save_figure writes one beside every PNG)
-        differences_svg=f"{RESULTS}/plots/differences.svg",
-        plot_svg=f"{RESULTS}/plots/metrics.svg",
-        realism_svg=f"{RESULTS}/plots/realism.svg",
+        differences_svg=f"{SUMMARY}/plots/differences.svg",
+        plot_svg=f"{SUMMARY}/plots/metrics.svg",
+        realism_svg=f"{SUMMARY}/plots/realism.svg",
     log:
-        "logs/summary.log",
+        f"{SUMMARY_LOGS}/summary.log",
     benchmark:
-        "logs/benchmarks/summary/summary.tsv"
+        f"{SUMMARY_LOGS}/benchmarks/summary.tsv"
     conda:
         "../../envs/report.yaml"
     params:

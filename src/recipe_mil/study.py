@@ -1,0 +1,217 @@
+"""A study run in parts, and one summary from the tables of every part.
+
+A study too long for one sitting is split into named parts (``parts`` in the config: datasets and scenario families
+each); ``part: <name>`` runs one of them and writes its summary to ``results/parts/<name>/``. The parts of a study
+share nothing a run depends on (every run's seed derives from the config's seed and the run's identity, never from
+which runs are planned beside it), so a run gives the same numbers in a part as in the whole study.
+:func:`combine_parts` reads the per-run tables of finished parts back and :func:`write_summary` writes the summary
+the whole study would have written: the same function the workflow's ``summary`` rule calls.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recipe_mil.scenarios import SCENARIOS, scenario_family
+
+#: the per-run tables a part's summary writes and :func:`combine_parts` reads back
+PART_TABLES = ("summary.tsv", "recall.tsv", "realism.tsv")
+#: the columns that name one run (a training) in ``summary.tsv`` and ``recall.tsv``
+RUN_KEYS = ["dataset", "scenario", "n_per_class", "draw", "missing_class", "method", "repeat", "fold", "seed"]
+
+
+@dataclass(frozen=True)
+class StudyPart:
+    """One part of a study: the datasets and scenario families it runs.
+
+    Attributes
+    ----------
+    name
+        The part's name in the config's ``parts``.
+    datasets
+        Datasets it runs (None: every dataset of the config).
+    families
+        Scenario families it runs, e.g. ``full``, ``low_data`` (None: every configured family).
+    """
+
+    name: str
+    datasets: tuple[str, ...] | None = None
+    families: tuple[str, ...] | None = None
+
+    def includes(self, dataset: str, scenario: str) -> bool:
+        """Whether the part runs ``scenario`` (an id such as ``low_data-n2-d0``) of ``dataset``."""
+        return (self.datasets is None or dataset in self.datasets) and (
+            self.families is None or scenario_family(scenario) in self.families
+        )
+
+
+def study_part(config: Mapping[str, Any]) -> StudyPart | None:
+    """Return the part the config selects with ``part``, or None when it runs the whole study.
+
+    Raises
+    ------
+    ValueError
+        If ``part`` names no entry of ``parts``, or a part names a dataset the config does not have or an unknown
+        scenario family.
+    """
+    name = config.get("part")
+    if name is None:
+        return None
+    parts = config.get("parts") or {}
+    if name not in parts:
+        raise ValueError(f"part {name!r} is not one of the config's parts ({', '.join(sorted(parts)) or 'none'})")
+    spec = parts[name] or {}
+    datasets = spec.get("datasets")
+    unknown = sorted(set(datasets or ()) - set(config.get("datasets", {})))
+    if unknown:
+        raise ValueError(f"part {name!r} names datasets the config does not have: {', '.join(unknown)}")
+    families = spec.get("families")
+    unknown = sorted(set(families or ()) - set(SCENARIOS))
+    if unknown:
+        raise ValueError(
+            f"part {name!r} names unknown scenario families: {', '.join(unknown)} (known: {', '.join(SCENARIOS)})"
+        )
+    return StudyPart(
+        name=str(name),
+        datasets=None if datasets is None else tuple(datasets),
+        families=None if families is None else tuple(families),
+    )
+
+
+def combine_parts(folders: Sequence[str | os.PathLike[str]]) -> dict[str, pd.DataFrame]:
+    """Read the per-run tables of finished parts (or whole studies) into one set of tables.
+
+    Parameters
+    ----------
+    folders
+        Each holds a part's ``summary.tsv``, ``recall.tsv`` and ``realism.tsv`` (``results/parts/<name>/``, or a
+        copy of them).
+
+    Returns
+    -------
+    dict
+        ``summary``, ``recall`` and ``realism``: the rows of every folder, in the summary's order.
+
+    Raises
+    ------
+    ValueError
+        If a folder lacks a table, or one run appears in two folders (parts must not overlap).
+    """
+    from recipe_mil.evaluate import sort_runs  # noqa: PLC0415 - pandas-heavy, only when combining
+    from recipe_mil.io.tables import read_tsv  # noqa: PLC0415
+
+    tables: dict[str, list[pd.DataFrame]] = {name: [] for name in PART_TABLES}
+    for folder in folders:
+        for name in PART_TABLES:
+            path = Path(folder) / name
+            if not path.is_file():
+                raise ValueError(f"{path}: missing; a part's folder holds {', '.join(PART_TABLES)}")
+            frame = read_tsv(path)
+            if len(frame):
+                tables[name].append(frame.assign(_source=str(folder)))
+    out = {}
+    for name, frames in tables.items():
+        out[name.removesuffix(".tsv")] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    summary = out["summary"]
+    if len(summary):
+        keys = summary[RUN_KEYS].astype(str)
+        twice = summary[keys.duplicated(keep=False)]
+        if len(twice):
+            first = twice.iloc[0]
+            raise ValueError(
+                f"run {', '.join(f'{k}={first[k]}' for k in RUN_KEYS)} is in more than one part "
+                f"({', '.join(sorted(set(twice['_source'])))}): parts must not overlap"
+            )
+        out["summary"] = sort_runs(summary)
+    if len(out["recall"]):
+        out["recall"] = sort_runs(out["recall"], then=["class"])
+    return {name: frame.drop(columns="_source", errors="ignore") for name, frame in out.items()}
+
+
+@dataclass(frozen=True)
+class SummaryPaths:
+    """Where :func:`write_summary` writes (the ``summary`` rule's outputs; PNG figures get an SVG beside them)."""
+
+    tsv: str
+    comparisons: str
+    recall: str
+    realism: str
+    md: str
+    html: str
+    headline: str
+    plot: str
+    differences: str
+    realism_plot: str
+
+    @classmethod
+    def in_folder(cls, folder: str | os.PathLike[str]) -> SummaryPaths:
+        """Return the layout of the workflow's ``results/`` in ``folder`` (``plots/`` for the figures)."""
+        d = Path(folder)
+        return cls(
+            tsv=str(d / "summary.tsv"),
+            comparisons=str(d / "comparisons.tsv"),
+            recall=str(d / "recall.tsv"),
+            realism=str(d / "realism.tsv"),
+            md=str(d / "summary.md"),
+            html=str(d / "summary.html"),
+            headline=str(d / "headline.html"),
+            plot=str(d / "plots" / "metrics.png"),
+            differences=str(d / "plots" / "differences.png"),
+            realism_plot=str(d / "plots" / "realism.png"),
+        )
+
+
+def write_summary(summary: pd.DataFrame, realism: pd.DataFrame, recall: pd.DataFrame, out: SummaryPaths) -> int:
+    """Write the study's summary: per-run tables, paired comparisons, Markdown, HTML and figures.
+
+    Parameters
+    ----------
+    summary
+        One row per run (:func:`recipe_mil.evaluate.collect_metrics`).
+    realism
+        Realism per run and class, with scenario columns (empty: no augmented method).
+    recall
+        Per-class recall per run (:func:`recipe_mil.evaluate.collect_recall`).
+    out
+        The files to write.
+
+    Returns
+    -------
+    int
+        The number of paired comparisons.
+    """
+    from recipe_mil.evaluate import (  # noqa: PLC0415 - plotting and statistics only when summarising
+        in_method_order,
+        integer_counts,
+        paired_comparisons,
+        summary_markdown,
+    )
+    from recipe_mil.io.atomic import write_text_atomic  # noqa: PLC0415
+    from recipe_mil.io.tables import write_tsv  # noqa: PLC0415
+    from recipe_mil.plots import plot_differences, plot_metrics, plot_realism  # noqa: PLC0415
+    from recipe_mil.summary_html import headline_fragment, summary_page  # noqa: PLC0415
+
+    comparisons = paired_comparisons(summary)
+    if len(comparisons):
+        comparisons = in_method_order(comparisons, by=["dataset", "scenario", "n_per_class", "missing_class"])
+    for path, frame in (
+        (out.tsv, summary),
+        (out.realism, realism),
+        (out.recall, recall),
+        (out.comparisons, comparisons),
+    ):
+        write_tsv(integer_counts(frame), path)
+    markdown = summary_markdown(summary, realism, recall)
+    write_text_atomic(out.md, markdown)
+    write_text_atomic(out.html, summary_page(markdown))
+    write_text_atomic(out.headline, headline_fragment(markdown))
+    plot_metrics(summary, out.plot, recall=recall)
+    plot_differences(comparisons, out.differences)
+    plot_realism(realism, out.realism_plot)
+    return len(comparisons)
