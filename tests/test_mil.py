@@ -262,8 +262,13 @@ def test_fit_matches_reference_numbers() -> None:
     assert hist["val_balanced_accuracy"] == [0.5, 0.5, 0.875, 0.625, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     probs, _ = predict(result.model, test)
     np.testing.assert_allclose(probs[:, 1], [0.086945, 0.99958, 0.042392, 0.998932, 0.054002, 0.998597], atol=2e-5)
-    weight_sum = float(sum(v.double().sum() for v in result.model.state_dict().values()))
-    assert weight_sum == pytest.approx(-9.884019230725244, abs=1e-4)
+    # the kept model is epoch 10's: its validation loss is the one the history recorded for epoch 10. A sum of the
+    # weights is not pinned: AdamW moves weights with near-zero gradients by about lr whatever the gradient's size,
+    # so their values follow float rounding and differ between machines (-9.884 where these numbers were pinned,
+    # -9.939 on an AMD EPYC) while every loss and prediction agrees to 2e-5.
+    val_probs, _ = predict(result.model, val)
+    val_loss = -np.mean(np.log(val_probs[np.arange(len(val_probs)), val.labels]))
+    assert val_loss == pytest.approx(pinned["val_loss"][9], abs=2e-5)
 
     no_val = fit_mil(train, None, 2, TrainConfig(epochs=3, seed=3, **small))
     assert no_val.best_epoch == 3

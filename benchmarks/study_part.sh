@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Run one part of the study (config/benchmark.yaml, `parts`) in a folder of its own and keep its record.
+#
+#   bash benchmarks/study_part.sh <part> <run folder> <record folder> [cores]
+#
+# Runs `snakemake --config part=<part>` from this checkout in <run folder> (resumable: --rerun-incomplete), then
+# copies the part's per-run tables (summary.tsv, recall.tsv, realism.tsv: what `recipe-mil summarize` combines), its
+# comparisons and summary.md to <record folder>/<part>/ with run.tsv: the commit, start and end, wall seconds, load
+# averages, the jobs and the CPU seconds Snakemake's benchmark files recorded per rule. Every part of one study must
+# run from the same commit (the record says which); `recipe-mil summarize <record folder>/*/ --out <folder>` then
+# writes the study's summary.
+set -euo pipefail
+part=$1 run=$(realpath -m "$2") record=$(realpath -m "$3") cores=${4:-2}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$run" "$record/$part"
+commit=$(git -C "$repo" rev-parse HEAD)
+dirty=$(git -C "$repo" status --porcelain --untracked-files=no -- src workflow config | wc -l)
+start=$(date -u +%FT%TZ) t0=$(date +%s) load0=$(cut -d' ' -f1-3 /proc/loadavg)
+"$repo/.venv/bin/snakemake" --cores "$cores" -s "$repo/Snakefile" --directory "$run" \
+    --configfile "$repo/config/benchmark.yaml" --config part="$part" --rerun-incomplete --keep-going
+end=$(date -u +%FT%TZ) t1=$(date +%s) load1=$(cut -d' ' -f1-3 /proc/loadavg)
+for name in summary.tsv recall.tsv realism.tsv comparisons.tsv summary.md; do
+    cp "$run/results/parts/$part/$name" "$record/$part/$name"
+done
+(cd "$repo/benchmarks" && "$repo/.venv/bin/python" - "$run" "$record/$part/run.tsv" "$part" "$commit" "$dirty" "$start" "$end" \
+    "$((t1 - t0))" "$load0" "$load1" "$cores") <<'EOF'
+import sys
+from pathlib import Path
+
+run, out, part, commit, dirty, start, end, wall, load0, load1, cores = sys.argv[1:]
+sys.path.insert(0, str(Path(sys.argv[0]).parent))
+from study_cost import measured_costs  # the cost model's reading of the benchmark files
+
+jobs = measured_costs(Path(run))
+per_rule = jobs.groupby(["family", "kind"]).agg(jobs=("cpu_s", "size"), cpu_s=("cpu_s", "sum")).reset_index()
+head = {
+    "part": part, "commit": commit, "uncommitted_changes": dirty, "start": start, "end": end, "wall_s": wall,
+    "cores": cores, "load_start": load0, "load_end": load1, "jobs": len(jobs), "cpu_s": round(jobs["cpu_s"].sum()),
+}
+with open(out, "w") as fh:
+    fh.writelines(f"{k}\t{v}\n" for k, v in head.items())
+    fh.write("\n")
+    per_rule.round(1).to_csv(fh, sep="\t", index=False)
+print(f"part {part}: {len(jobs)} jobs, {wall} s wall, {head['cpu_s']} CPU s; record in {out}")
+EOF
