@@ -82,7 +82,7 @@ def total_jobs(log: str) -> int:
 
 def check_file(path: Path) -> None:
     """Open or parse one result file by its kind; raise if it is not complete."""
-    if path.parent.name == "bags":
+    if path.parent.name == "bags" and path.suffix == ".h5":
         read_bag(path)
     elif path.parent.name == "synthetic":
         read_synthetic(path)
@@ -94,6 +94,9 @@ def check_file(path: Path) -> None:
         json.loads(path.read_text())
     elif path.suffix == ".tsv":
         assert len(pd.read_csv(path, sep="\t").columns) > 0
+    elif path.suffix == ".npz":
+        with np.load(path) as arrays:
+            assert arrays.files and all(arrays[name].size >= 0 for name in arrays.files)
     elif path.suffix == ".pt":
         load_model(path)
     elif path.suffix == ".png":
