@@ -6,8 +6,9 @@
 # Runs `snakemake --config part=<part>` from this checkout in <run folder> (resumable: --rerun-incomplete), then
 # copies the part's per-run tables (summary.tsv, recall.tsv, realism.tsv: what `recipe-mil summarize` combines), its
 # comparisons and summary.md to <record folder>/<part>/ with run.tsv: the commit, start and end, wall seconds, load
-# averages, the jobs and the CPU seconds Snakemake's benchmark files recorded per rule. Every part of one study must
-# run from the same commit (the record says which); `recipe-mil summarize <record folder>/*/ --out <folder>` then
+# averages, the jobs and the CPU seconds Snakemake's benchmark files recorded per rule, and the code hash of every
+# rule that makes a run's numbers. The parts of one study must run the same code: the same commit, or commits whose
+# code hashes agree; `recipe-mil summarize <record folder>/*/ --out <folder>` then
 # writes the study's summary.
 set -euo pipefail
 part=$1 run=$(realpath -m "$2") record=$(realpath -m "$3") cores=${4:-2}
@@ -23,13 +24,15 @@ for name in summary.tsv recall.tsv realism.tsv comparisons.tsv summary.md; do
     cp "$run/results/parts/$part/$name" "$record/$part/$name"
 done
 (cd "$repo/benchmarks" && "$repo/.venv/bin/python" - "$run" "$record/$part/run.tsv" "$part" "$commit" "$dirty" "$start" "$end" \
-    "$((t1 - t0))" "$load0" "$load1" "$cores") <<'EOF'
+    "$((t1 - t0))" "$load0" "$load1" "$cores" "$repo") <<'EOF'
 import sys
 from pathlib import Path
 
-run, out, part, commit, dirty, start, end, wall, load0, load1, cores = sys.argv[1:]
+run, out, part, commit, dirty, start, end, wall, load0, load1, cores, repo = sys.argv[1:]
 sys.path.insert(0, str(Path(sys.argv[0]).parent))
 from study_cost import measured_costs  # the cost model's reading of the benchmark files
+
+from recipe_mil.provenance import code_version
 
 jobs = measured_costs(Path(run))
 per_rule = jobs.groupby(["family", "kind"]).agg(jobs=("cpu_s", "size"), cpu_s=("cpu_s", "sum")).reset_index()
@@ -37,6 +40,10 @@ head = {
     "part": part, "commit": commit, "uncommitted_changes": dirty, "start": start, "end": end, "wall_s": wall,
     "cores": cores, "load_start": load0, "load_end": load1, "jobs": len(jobs), "cpu_s": round(jobs["cpu_s"].sum()),
 }
+# the hash Snakemake reruns a rule's jobs by (its script and every library module it reaches): parts whose hashes
+# agree ran the same code, whatever their commits
+for script in ("splits", "scenario_patients", "recipes", "generate", "train_mil", "realism"):
+    head[f"code:{script}"] = code_version(Path(repo, "workflow", "scripts", f"{script}.py"), Path(repo, "src", "recipe_mil"))
 with open(out, "w") as fh:
     fh.writelines(f"{k}\t{v}\n" for k, v in head.items())
     fh.write("\n")

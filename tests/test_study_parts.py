@@ -11,6 +11,7 @@ import yaml
 from recipe_mil.cli import main
 from recipe_mil.evaluate import sort_runs
 from recipe_mil.io.tables import read_tsv
+from recipe_mil.scenarios import configured_scenarios
 from recipe_mil.study import StudyPart, SummaryPaths, combine_parts, study_part, write_summary
 from test_workflow import REPO, snakemake
 
@@ -108,6 +109,9 @@ def test_study_part_selects_and_checks():
     assert a == StudyPart("a", ("d1",), ("full", "missing_class"))
     assert a.includes("d1", "missing_class-healthy") and a.includes("d1", "full")
     assert not a.includes("d1", "low_data-n2-d0") and not a.includes("d2", "full")
+    n16 = study_part({**config, "parts": {"x": {"datasets": ["d2"], "scenarios": ["low_data-n16-*"]}}, "part": "x"})
+    assert n16.includes("d2", "low_data-n16-d2") and not n16.includes("d2", "low_data-n2-d0")
+    assert not n16.includes("d1", "low_data-n16-d2")
     low = study_part({**config, "part": "all_low"})
     assert low.includes("d2", "low_data-n4-d1") and not low.includes("d2", "full")
     with pytest.raises(ValueError, match="not one of the config's parts"):
@@ -141,3 +145,19 @@ def test_a_part_plans_only_its_datasets_and_families(tmp_path):
     assert part["summary"] == 1 and "embed_scrna_demo_scrna" not in part and part["embed_flow"] > 0
     bad = snakemake(tmp_path, "--configfile", str(path), "--config", "part=nope", "-n", timeout=300)
     assert bad.returncode != 0 and "part 'nope' is not one of the config's parts (flow_full)" in bad.stdout + bad.stderr
+
+
+def test_the_benchmarks_parts_cover_every_run_once():
+    config = yaml.safe_load((REPO / "config" / "benchmark.yaml").read_text())
+    planned_by = {}
+    for name in config["parts"]:
+        part = study_part({**config, "part": name})
+        for dataset, ds in config["datasets"].items():
+            for scenario in configured_scenarios(config["scenarios"], ds["classes"]):
+                if part.includes(dataset, scenario):
+                    planned_by.setdefault((dataset, scenario), []).append(name)
+    every = {
+        (d, s) for d, ds in config["datasets"].items() for s in configured_scenarios(config["scenarios"], ds["classes"])
+    }
+    assert set(planned_by) == every and len(every) == 3 * (1 + 4 * 3 + 3)
+    assert {k: v for k, v in planned_by.items() if len(v) > 1} == {}

@@ -10,6 +10,7 @@ the whole study would have written: the same function the workflow's ``summary``
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ RUN_KEYS = ["dataset", "scenario", "n_per_class", "draw", "missing_class", "meth
 
 @dataclass(frozen=True)
 class StudyPart:
-    """One part of a study: the datasets and scenario families it runs.
+    """One part of a study: the datasets, scenario families and scenarios it runs.
 
     Attributes
     ----------
@@ -38,16 +39,21 @@ class StudyPart:
         Datasets it runs (None: every dataset of the config).
     families
         Scenario families it runs, e.g. ``full``, ``low_data`` (None: every configured family).
+    scenarios
+        Shell-style patterns of the scenario ids it runs, e.g. ``low_data-n16-*`` (None: every one).
     """
 
     name: str
     datasets: tuple[str, ...] | None = None
     families: tuple[str, ...] | None = None
+    scenarios: tuple[str, ...] | None = None
 
     def includes(self, dataset: str, scenario: str) -> bool:
         """Whether the part runs ``scenario`` (an id such as ``low_data-n2-d0``) of ``dataset``."""
-        return (self.datasets is None or dataset in self.datasets) and (
-            self.families is None or scenario_family(scenario) in self.families
+        return (
+            (self.datasets is None or dataset in self.datasets)
+            and (self.families is None or scenario_family(scenario) in self.families)
+            and (self.scenarios is None or any(fnmatch.fnmatchcase(scenario, p) for p in self.scenarios))
         )
 
 
@@ -77,10 +83,12 @@ def study_part(config: Mapping[str, Any]) -> StudyPart | None:
         raise ValueError(
             f"part {name!r} names unknown scenario families: {', '.join(unknown)} (known: {', '.join(SCENARIOS)})"
         )
+    scenarios = spec.get("scenarios")
     return StudyPart(
         name=str(name),
         datasets=None if datasets is None else tuple(datasets),
         families=None if families is None else tuple(families),
+        scenarios=None if scenarios is None else tuple(scenarios),
     )
 
 
