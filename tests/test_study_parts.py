@@ -9,10 +9,20 @@ import pytest
 import yaml
 
 from recipe_mil.cli import main
-from recipe_mil.evaluate import sort_runs
+from recipe_mil.evaluate import paired_comparisons, sort_runs
 from recipe_mil.io.tables import read_tsv
 from recipe_mil.scenarios import configured_scenarios
-from recipe_mil.study import StudyPart, SummaryPaths, combine_parts, study_part, write_summary
+from recipe_mil.study import (
+    StudyPart,
+    SummaryPaths,
+    combine_parts,
+    power_markdown,
+    power_projection,
+    projected_mdd,
+    study_part,
+    variance_components,
+    write_summary,
+)
 from test_workflow import REPO, snakemake
 
 
@@ -161,3 +171,50 @@ def test_the_benchmarks_parts_cover_every_run_once():
     }
     assert set(planned_by) == every and len(every) == 3 * (1 + 4 * 3 + 3)
     assert {k: v for k, v in planned_by.items() if len(v) > 1} == {}
+
+
+def noisy_runs(sd_split, sd_seed, *, repeats, folds=5, seeds=4, mean=0.04, seed=0):
+    """Runs of real_only and recipe whose paired difference is mean + a split effect + a seed effect."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in range(repeats):
+        for f in range(folds):
+            split = rng.normal(0, sd_split)
+            for s in range(seeds):
+                base = 0.7 + rng.normal(0, 0.05)
+                for method, value in (("real_only", base), ("recipe", base + mean + split + rng.normal(0, sd_seed))):
+                    rows.append(
+                        dict(
+                            dataset="d",
+                            scenario="full",
+                            method=method,
+                            repeat=r,
+                            fold=f,
+                            seed=s,
+                            balanced_accuracy=value,
+                            n_per_class=np.nan,
+                            draw=np.nan,
+                            missing_class="",
+                        )
+                    )
+    return pd.DataFrame(rows)  # fmt: skip
+
+
+def test_variance_components_recover_split_and_seed_noise_and_project_the_mdd():
+    comp = variance_components(noisy_runs(0.03, 0.05, repeats=60))
+    (row,) = comp.to_dict("records")
+    assert (row["n_splits"], row["n_seeds"], row["ratio"]) == (300, 4, 0.25)
+    assert row["sd_split"] == pytest.approx(0.03, rel=0.2) and row["sd_seed"] == pytest.approx(0.05, rel=0.1)
+    # at the observed design the projection is the comparisons' own minimal detectable difference
+    small = noisy_runs(0.03, 0.05, repeats=2, seed=1)
+    comp = variance_components(small)
+    observed = paired_comparisons(small).set_index("method").loc["recipe", "mdd"]
+    if comp.loc[0, "sd_split"] > 0:  # not clipped: the identity is exact
+        assert projected_mdd(comp).iloc[0] == pytest.approx(observed, rel=1e-9)
+    # more seeds shrink only the seed part; the floor is what no number of splits and seeds goes below
+    table = power_projection(small)
+    r = table.iloc[0]
+    assert r["mdd: 10 seeds per split"] <= r["mdd: this design"] and r["mdd: 5x10 splits, 10 seeds"] > r["mdd floor"]
+    assert r["mdd floor"] == pytest.approx(2.8016 * r["sd_split"] * 0.5)
+    md = power_markdown(small)
+    assert "## Power: the smallest difference the study can detect" in md and "| d | full | 10 | 4 |" in md

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recipe_mil.scenarios import SCENARIOS, scenario_family
@@ -215,7 +216,7 @@ def write_summary(summary: pd.DataFrame, realism: pd.DataFrame, recall: pd.DataF
         (out.comparisons, comparisons),
     ):
         write_tsv(integer_counts(frame), path)
-    markdown = summary_markdown(summary, realism, recall)
+    markdown = summary_markdown(summary, realism, recall) + power_markdown(summary)
     write_text_atomic(out.md, markdown)
     write_text_atomic(out.html, summary_page(markdown))
     write_text_atomic(out.headline, headline_fragment(markdown))
@@ -223,3 +224,142 @@ def write_summary(summary: pd.DataFrame, realism: pd.DataFrame, recall: pd.DataF
     plot_differences(comparisons, out.differences)
     plot_realism(realism, out.realism_plot)
     return len(comparisons)
+
+
+#: designs :func:`power_projection` projects to: (label, splits J or None for the observed, seeds S or None)
+DESIGNS: tuple[tuple[str, int | None, int | None], ...] = (
+    ("this design", None, None),
+    ("10 seeds per split", None, 10),
+    ("5x10 splits", 50, None),
+    ("5x10 splits, 10 seeds", 50, 10),
+)
+
+
+def variance_components(
+    summary: pd.DataFrame, *, reference: str = "real_only", metric: str = "balanced_accuracy"
+) -> pd.DataFrame:
+    """Split the noise of every paired comparison into its train/test-split and training-seed parts.
+
+    The difference of a method from ``reference`` in split ``j`` and seed ``k`` is ``d_jk``; the comparisons
+    average it over the ``S`` seeds of a split, so ``var(mean_k d_jk) = s_split^2 + s_seed^2 / S``. ``s_seed^2`` is
+    the mean over splits of the variance across seeds, ``s_split^2`` the rest (at least 0). Seeds only reduce the
+    second part; splits are the units the corrected t-test is about.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per dataset, scenario group and method: ``n_splits`` (J), ``n_seeds`` (S), ``ratio`` (n_test / n_train of
+        a split, ``1 / (K - 1)``), ``mean_diff``, ``sd_split`` and ``sd_seed``.
+    """
+    from recipe_mil.evaluate import GROUP, RESAMPLE, resample_differences  # noqa: PLC0415
+
+    per_seed = [
+        resample_differences(runs, reference=reference, metric=metric).assign(seed=seed)
+        for seed, runs in summary.groupby("seed", sort=True)
+    ]
+    if not per_seed or all(d.empty for d in per_seed):
+        return pd.DataFrame()
+    diffs = pd.concat(per_seed, ignore_index=True)
+    n_folds = summary.groupby("dataset")["fold"].max().astype(int) + 1
+    rows = []
+    for (*key, method), g in diffs.groupby([*GROUP, "method"], sort=True, dropna=False):
+        table = g.pivot_table(index=RESAMPLE, columns="seed", values="diff")
+        if table.isna().any().any():
+            table = table.dropna()  # a split must have every seed to separate the two parts
+        n_splits, n_seeds = table.shape
+        within = float(table.var(axis=1, ddof=1).mean()) if n_seeds > 1 else float("nan")
+        between = float(table.mean(axis=1).var(ddof=1)) if n_splits > 1 else float("nan")
+        seed_part = within / n_seeds if np.isfinite(within) else 0.0
+        k = int(n_folds.get(key[0], 2))
+        rows.append(
+            {
+                **dict(zip(GROUP, key, strict=True)),
+                "method": method,
+                "n_splits": n_splits,
+                "n_seeds": n_seeds,
+                "ratio": 1 / max(k - 1, 1),
+                "mean_diff": float(table.to_numpy().mean()) if table.size else float("nan"),
+                "sd_split": float(np.sqrt(max(between - seed_part, 0.0))) if np.isfinite(between) else float("nan"),
+                "sd_seed": float(np.sqrt(within)) if np.isfinite(within) else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def projected_mdd(components: pd.DataFrame, n_splits: int | None = None, n_seeds: int | None = None) -> pd.Series:
+    """Minimal detectable difference (80% power, two-sided 0.05) of each comparison under another design.
+
+    ``se^2 = (1 / J + n_test / n_train) * (s_split^2 + s_seed^2 / S)`` with the observed noise parts of
+    :func:`variance_components`; J splits (None: as observed) and S seeds per split (None: as observed). At the
+    observed design this is the ``mdd`` of :func:`recipe_mil.evaluate.paired_comparisons`, unless the seeds alone
+    vary more than the splits (then ``s_split`` is 0 and the projection is the smaller).
+    """
+    from recipe_mil.evaluate import minimal_detectable_difference  # noqa: PLC0415
+
+    j = components["n_splits"] if n_splits is None else pd.Series(n_splits, index=components.index)
+    s = components["n_seeds"] if n_seeds is None else pd.Series(n_seeds, index=components.index)
+    seed_var = components["sd_seed"].fillna(0.0) ** 2 / s
+    se = np.sqrt((1 / j + components["ratio"]) * (components["sd_split"] ** 2 + seed_var))
+    return pd.Series(
+        [minimal_detectable_difference(float(e), float(n) - 1) for e, n in zip(se, j, strict=True)],
+        index=components.index,
+    )
+
+
+def power_projection(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and scenario group: the median over methods of the noise parts and of the projected MDDs.
+
+    Columns: the group's, ``n_splits``, ``n_seeds``, ``sd_split``, ``sd_seed``, one ``mdd: <design>`` column per
+    entry of :data:`DESIGNS` and ``mdd floor`` (infinitely many splits and seeds: ``2.80 * sd_split / sqrt(K - 1)``,
+    what only more test patients per split or less noise per patient can lower). Trainings, and so cost, grow as
+    J x S.
+    """
+    from recipe_mil.evaluate import GROUP  # noqa: PLC0415
+
+    comp = variance_components(summary)
+    if comp.empty:
+        return comp
+    for label, j, s in DESIGNS:
+        comp[f"mdd: {label}"] = projected_mdd(comp, j, s).to_numpy()
+    comp["mdd floor"] = 2.8016 * comp["sd_split"] * np.sqrt(comp["ratio"])  # z_0.975 + z_0.8
+    cols = ["sd_split", "sd_seed", *(f"mdd: {d[0]}" for d in DESIGNS), "mdd floor"]
+    return (
+        comp.groupby(GROUP, sort=True, dropna=False)
+        .agg(n_splits=("n_splits", "max"), n_seeds=("n_seeds", "max"), **{c: (c, "median") for c in cols})
+        .reset_index()
+    )
+
+
+def power_markdown(summary: pd.DataFrame) -> str:
+    """Return the summary's power section: what this design can detect and what more splits or seeds would."""
+    from recipe_mil.evaluate import scenario_label  # noqa: PLC0415
+
+    table = power_projection(summary)
+    if table.empty or not np.isfinite(table["mdd: this design"]).any():
+        return ""
+    lines = [
+        "",
+        "## Power: the smallest difference the study can detect",
+        "",
+        "Minimal detectable difference in balanced accuracy (80% power, two-sided 0.05, corrected resampled t) per "
+        "dataset and scenario, the median over the methods compared with real_only. The noise of a paired "
+        "difference has two parts: the train/test split (`sd split`) and the training seed (`sd seed`); seeds "
+        "average out the second only, and the corrected variance factor 1/J + 1/(K-1) keeps a floor however many "
+        "splits J are run. Projections keep the observed noise; trainings (and cost) grow as splits x seeds.",
+        "",
+        "| dataset | scenario | J | S | sd split | sd seed | "
+        + " | ".join(label for label, _, _ in DESIGNS)
+        + " | floor |",
+        "|---|---|---|---|---|---|" + "---|" * (len(DESIGNS) + 1),
+    ]
+    table = table.assign(label=scenario_label(table))
+    for _, r in table.iterrows():
+        cells = [str(r["dataset"]), str(r["label"]), str(int(r["n_splits"])), str(int(r["n_seeds"]))]
+        cells += [_num(r["sd_split"]), _num(r["sd_seed"])]
+        cells += [_num(r[f"mdd: {label}"]) for label, _, _ in DESIGNS] + [_num(r["mdd floor"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float) -> str:
+    return f"{value:.3f}" if np.isfinite(value) else "n/a"
