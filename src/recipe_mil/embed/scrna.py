@@ -21,6 +21,7 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
 
 from recipe_mil.io.bags import instance_truth, write_bag
 from recipe_mil.io.h5ad import _as_str_values, h5ad_patients
@@ -136,16 +137,27 @@ def _fit_pca(z: np.ndarray, n_comp: int, seed: int) -> tuple[np.ndarray, PCA]:
     """Fit a PCA and return the embedding and the fitted model.
 
     An eigendecomposition of the genes' covariance (scikit-learn >= 1.5) is exact,
-    deterministic and fast when cells outnumber genes; otherwise a full SVD.
+    deterministic and fast when cells outnumber genes; otherwise a full SVD. BLAS runs on one
+    thread (:func:`_one_blas_thread`), so the embedding has the same bits whatever threads the job has.
     """
-    if z.shape[0] >= z.shape[1]:
-        try:
-            pca = PCA(n_components=n_comp, svd_solver="covariance_eigh", random_state=seed)
-            return pca.fit_transform(z), pca
-        except ValueError:  # scikit-learn < 1.5 lacks this solver
-            pass
-    pca = PCA(n_components=n_comp, svd_solver="full", random_state=seed)
-    return pca.fit_transform(z), pca
+    with _one_blas_thread():
+        if z.shape[0] >= z.shape[1]:
+            try:
+                pca = PCA(n_components=n_comp, svd_solver="covariance_eigh", random_state=seed)
+                return pca.fit_transform(z), pca
+            except ValueError:  # scikit-learn < 1.5 lacks this solver
+                pass
+        pca = PCA(n_components=n_comp, svd_solver="full", random_state=seed)
+        return pca.fit_transform(z), pca
+
+
+def _one_blas_thread() -> threadpool_limits:
+    """Return a context that limits BLAS to one thread.
+
+    A multi-threaded product sums in another order on 1 and 2 threads (the bags of a run on 1 core and one on 2
+    differed by 2e-6), and the PCA takes a few seconds either way.
+    """
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def embed_scrna(
@@ -267,7 +279,8 @@ def embed_scrna(
     )
     out = _split_by_patient(emb_t, np.asarray(tgt.obs_names, dtype=object), tgt.obs["patient"])
     if ext is not None:
-        emb_e = pca.transform(transform(_dense(ext[:, hvg].X)))
+        with _one_blas_thread():
+            emb_e = pca.transform(transform(_dense(ext[:, hvg].X)))
         logger.info("external cohort: %d cells projected into the target's space", emb_e.shape[0])
         out.update(_split_by_patient(emb_e, np.asarray(ext.obs_names, dtype=object), ext.obs["patient"]))
     return out
