@@ -58,8 +58,14 @@ def copy_gbs(mib: int = 512, repeats: int = 3) -> float:
     return 2 * src.nbytes / seconds / 1e9
 
 
-def bound_note(seconds: float, *, flops: float | None = None, gflops: float | None = None,
-               nbytes: float | None = None, gbs: float | None = None) -> str:
+def bound_note(
+    seconds: float,
+    *,
+    flops: float | None = None,
+    gflops: float | None = None,
+    nbytes: float | None = None,
+    gbs: float | None = None,
+) -> str:
     """``measured / bound`` for a step of ``flops`` operations at ``gflops`` (or ``nbytes`` moved at ``gbs``)."""
     if flops is not None and gflops:
         bound = flops / (gflops * 1e9)

@@ -681,8 +681,14 @@ def test_bag_index_names_every_bag_with_its_shape(tmp_path):
     paths = []
     for patient, n in (("P1", 5), ("P2", 7)):
         paths.append(tmp_path / f"{patient}.h5")
-        write_bag(paths[-1], rng.normal(size=(n, 3)).astype(np.float32), [f"{patient}:{i}" for i in range(n)],
-                  patient=patient, label="a", encoder="test")
+        write_bag(
+            paths[-1],
+            rng.normal(size=(n, 3)).astype(np.float32),
+            [f"{patient}:{i}" for i in range(n)],
+            patient=patient,
+            label="a",
+            encoder="test",
+        )
     index = write_bag_index(paths, tmp_path / "index.tsv")
     assert index[["patient", "n_instances", "n_features"]].values.tolist() == [["P1", 5, 3], ["P2", 7, 3]]
     assert read_bag_index(tmp_path / "index.tsv") == {"P1": str(paths[0]), "P2": str(paths[1])}

@@ -354,8 +354,9 @@ def test_c2st_is_sklearns_ridge_classifier_and_its_p_value_is_calibrated():
         expected = cross_val_score(ref, z, t, cv=cv, scoring="balanced_accuracy").mean()
         assert c2st(x, y, seed=7)[0] == pytest.approx(expected, abs=1e-12)
     # under the null the permutation p-value is uniform: about 5% of tests fall below 0.05
-    p = np.array([c2st(rng.normal(size=(20, 8)), rng.normal(size=(8, 8)), permutations=40, seed=i)[1]
-                  for i in range(150)])
+    p = np.array(
+        [c2st(rng.normal(size=(20, 8)), rng.normal(size=(8, 8)), permutations=40, seed=i)[1] for i in range(150)]
+    )
     assert 0.005 <= (p < 0.05).mean() <= 0.11 and 0.12 <= (p < 0.2).mean() <= 0.30
 
 
