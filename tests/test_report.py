@@ -336,7 +336,8 @@ def test_tiny_run_summary_files(tiny_run):
     md = (res / "summary.md").read_text()
     html = (res / "summary.html").read_text()
     assert (res / "headline.html").read_text().startswith(f'<div id="{HEADLINE_ID}">')
-    assert html.count("<table") == md.count("\n|---|") == 5  # headline, means, comparisons, recall, realism
+    # headline, means, comparisons, recall, realism, power
+    assert html.count("<table") == md.count("\n|---|") == 6 and "## Power: the smallest difference" in md
     for png in sorted(res.rglob("*.png")):
         svg = png.with_suffix(".svg")
         assert svg.stat().st_size > 5_000 and "<svg" in svg.read_text()[:2000], svg
