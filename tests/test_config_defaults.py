@@ -81,8 +81,9 @@ def test_mil_schema_defaults_equal_mil_config():
 
 def test_every_schema_section_with_defaults_is_covered():
     covered = {c[0] for c in CASES} | {"mil"}
-    # seed/console are scalars; splits, scenarios and realism travel to the rules as values, not dataclasses
-    rest = {"seed", "console", "export", "datasets", "methods", "splits", "scenarios", "realism"}
+    # seed/console are scalars; splits, scenarios and realism travel to the rules as values, not dataclasses; part and
+    # parts select what the workflow plans (recipe_mil.study.study_part, tested in test_study_parts)
+    rest = {"seed", "console", "export", "datasets", "methods", "splits", "scenarios", "realism", "part", "parts"}
     assert set(SCHEMA["properties"]) - covered == rest
 
 
