@@ -88,10 +88,16 @@ def job_counts(config: Path, saved: Path | None) -> dict[str, int]:
     return counts
 
 
-def measured_costs(run: Path) -> pd.DataFrame:
-    """One row per measured job: family (rule without seed/batch suffix), scenario kind, dataset, CPU seconds."""
+def measured_costs(run: Path, since: float | None = None) -> pd.DataFrame:
+    """One row per measured job: family (rule without seed/batch suffix), scenario kind, dataset, CPU seconds.
+
+    ``since`` (a Unix time) keeps only the jobs whose benchmark file was written from then on: the jobs of one attempt
+    in a folder that earlier attempts or other parts also ran in.
+    """
     rows = []
     for tsv in sorted((run / BENCHMARKS).rglob("*.tsv")):
+        if since is not None and tsv.stat().st_mtime < since:
+            continue
         rel = tsv.relative_to(run / BENCHMARKS).parts
         family = PER_ITEM_DIRS.get(rel[-2], re.sub(r"_s\d+$", "", tsv.stem)) if len(rel) > 1 else tsv.stem
         kind = next((k for k in KINDS if any(p.startswith(k) for p in rel)), "dataset")

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Run one part of the study (config/benchmark.yaml, `parts`) in a folder of its own and keep its record.
+# Run one part of the study (config/benchmark.yaml, `parts`) and keep its record.
 #
 #   bash benchmarks/study_part.sh <part> <run folder> <record folder> [cores]
 #
-# Runs `snakemake --config part=<part>` from this checkout in <run folder> (resumable: --rerun-incomplete), then
-# copies the part's per-run tables (summary.tsv, recall.tsv, realism.tsv: what `recipe-mil summarize` combines), its
-# comparisons and summary.md to <record folder>/<part>/ with run.tsv: the commit, start and end, wall seconds, load
-# averages, the jobs and the CPU seconds Snakemake's benchmark files recorded per rule, and the code hash of every
-# rule that makes a run's numbers. The parts of one study must run the same code: the same commit, or commits whose
-# code hashes agree; `recipe-mil summarize <record folder>/*/ --out <folder>` then
-# writes the study's summary.
+# Runs `snakemake --config part=<part>` from this checkout in <run folder> (resumable: --rerun-incomplete). Parts of
+# one dataset may share a run folder: they then share its simulation and embedding (the same bags), and a job an
+# earlier part already ran is reused. Then copies the part's per-run tables (summary.tsv, recall.tsv, realism.tsv:
+# what `recipe-mil summarize` combines), its comparisons and summary.md to <record folder>/<part>/ with run.tsv: the
+# commit, start and end, wall seconds, load averages, the jobs this attempt ran and the CPU seconds Snakemake's
+# benchmark files recorded for them per rule (reused jobs are not counted), and the code hash of every rule that
+# makes a run's numbers. The parts of one study must run the same code: the same commit, or commits whose code hashes
+# agree; `recipe-mil summarize <record folder>/*/ --out <folder>` then writes the study's summary.
 set -euo pipefail
 part=$1 run=$(realpath -m "$2") record=$(realpath -m "$3") cores=${4:-2}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,17 +25,17 @@ for name in summary.tsv recall.tsv realism.tsv comparisons.tsv summary.md; do
     cp "$run/results/parts/$part/$name" "$record/$part/$name"
 done
 (cd "$repo/benchmarks" && "$repo/.venv/bin/python" - "$run" "$record/$part/run.tsv" "$part" "$commit" "$dirty" "$start" "$end" \
-    "$((t1 - t0))" "$load0" "$load1" "$cores" "$repo") <<'EOF'
+    "$((t1 - t0))" "$load0" "$load1" "$cores" "$repo" "$t0") <<'EOF'
 import sys
 from pathlib import Path
 
-run, out, part, commit, dirty, start, end, wall, load0, load1, cores, repo = sys.argv[1:]
+run, out, part, commit, dirty, start, end, wall, load0, load1, cores, repo, t0 = sys.argv[1:]
 sys.path.insert(0, str(Path(sys.argv[0]).parent))
 from study_cost import measured_costs  # the cost model's reading of the benchmark files
 
 from recipe_mil.provenance import code_version
 
-jobs = measured_costs(Path(run))
+jobs = measured_costs(Path(run), since=float(t0))  # this attempt's jobs, not earlier ones in the same folder
 per_rule = jobs.groupby(["family", "kind"]).agg(jobs=("cpu_s", "size"), cpu_s=("cpu_s", "sum")).reset_index()
 head = {
     "part": part, "commit": commit, "uncommitted_changes": dirty, "start": start, "end": end, "wall_s": wall,
