@@ -62,20 +62,13 @@ def psemix_bags(
 ) -> SyntheticSet:
     """Mixed bags of pseudo-bags with soft labels.
 
+    The arguments every baseline takes are described in :mod:`recipe_mil.baselines`; here ``classes`` are all
+    class names (the soft-target columns) and ``n_per_class`` counts the mixed bags whose bag A is of each class.
+
     Parameters
     ----------
-    x
-        Pool embeddings.
-    obs
-        Pool ``obs`` (``patient``, ``label``).
-    classes
-        All class names (the soft-target columns).
-    n_per_class
-        Mixed bags whose bag A is of each class.
     n_pseudo, n_prototypes, alpha
         Pseudo-bags per bag, prototypes per bag, Beta parameter.
-    seed
-        Random seed.
 
     Returns
     -------

@@ -43,26 +43,16 @@ def remix_bags(
     p: float = 0.5,
     seed: int,
 ) -> SyntheticSet:
-    """ReMix-augmented prototype bags.
+    """ReMix-augmented prototype bags (the arguments every baseline takes: :mod:`recipe_mil.baselines`).
 
     Parameters
     ----------
-    x
-        Pool embeddings.
-    obs
-        Pool ``obs`` (``patient``, ``label``).
-    classes
-        Classes to generate (those with pooled patients).
-    n_per_class
-        Bags per class.
     n_prototypes
         k of the per-bag k-means.
     modes
         Augmentations to draw from.
     p
         Probability of augmenting each prototype (replace, append, interpolate).
-    seed
-        Random seed.
 
     Returns
     -------

@@ -14,23 +14,8 @@ from recipe_mil.recipes.generate import SyntheticSet
 def shuffle_bags(obs: pd.DataFrame, classes: Sequence[str], *, n_per_class: int, seed: int) -> SyntheticSet:
     """Bags of instances drawn at random from all pooled instances of one class.
 
-    Bag sizes are drawn from the class's real bag sizes; instances without replacement.
-
-    Parameters
-    ----------
-    obs
-        Pool ``obs`` (``patient``, ``label``).
-    classes
-        Classes to generate (those with pooled patients).
-    n_per_class
-        Bags per class.
-    seed
-        Random seed.
-
-    Returns
-    -------
-    SyntheticSet
-        Index-based bags into the pool.
+    Bag sizes are drawn from the class's real bag sizes; instances without replacement. The arguments are those
+    every baseline takes (:mod:`recipe_mil.baselines`); the result's bags index the pool.
     """
     rng = np.random.default_rng(seed)
     pb = PoolBags.from_obs(obs)

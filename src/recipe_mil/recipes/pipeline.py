@@ -27,6 +27,19 @@ from recipe_mil.recipes.recipes import ClassRecipe, fit_class_dirichlets, learn_
 logger = logging.getLogger(__name__)
 
 
+_GMM_OPTIONS = (
+    "covariance_type",
+    "n_init",
+    "max_iter",
+    "reg_covar",
+    "subsample",
+    "engine",
+    "device",
+    "widen",
+    "criterion",
+)  # RecipeConfig fields passed to fit_gmm as keyword arguments of the same name
+
+
 @dataclass
 class RecipeConfig:
     """Settings of the pool, GMM and recipe steps (config keys ``pool``, ``gmm``, ``recipes``).
@@ -39,7 +52,7 @@ class RecipeConfig:
     n_components
         Fixed K or a grid of K for BIC selection.
     covariance_type, n_init, max_iter, reg_covar, subsample, engine, device, widen, criterion
-        GMM options (see :func:`recipe_mil.recipes.gmm.fit_gmm`).
+        GMM options, passed to :func:`recipe_mil.recipes.gmm.fit_gmm` by the same names.
     proportions
         ``hard`` (cluster counts) or ``soft`` (mean responsibilities).
     align_external
@@ -291,20 +304,7 @@ def fit_fold_recipes(
         else "all features",
         projection.max_abs_correlation,
     )
-    gmm = fit_gmm(
-        z[target],
-        config.n_components,
-        covariance_type=config.covariance_type,
-        n_init=config.n_init,
-        max_iter=config.max_iter,
-        reg_covar=config.reg_covar,
-        subsample=config.subsample,
-        seed=seed,
-        engine=config.engine,
-        device=config.device,
-        widen=config.widen,
-        criterion=config.criterion,
-    )
+    gmm = fit_gmm(z[target], config.n_components, seed=seed, **{k: getattr(config, k) for k in _GMM_OPTIONS})
     clusters = gmm.predict(z)
     assignments = gmm.predict_proba(z) if config.proportions == "soft" else clusters
     pool.obs["cluster"] = clusters.astype(np.int64)

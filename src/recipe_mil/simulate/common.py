@@ -1,4 +1,6 @@
-"""Pieces every simulator shares: patient ids, the cohort design, bag sizes and cell states.
+"""Pieces every simulator shares: parameters, patient ids, the cohort design, bag sizes and cell states.
+
+A simulator's parameters subclass :class:`SimParams`.
 
 Every simulator draws a patient the same way (:func:`draw_instances`): its instances spread over
 the cell types by proportions drawn from ``Dirichlet(concentration * m_c)`` (``m_c`` the class
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -174,18 +176,8 @@ def resolve_state_shift(
 ) -> dict[str, dict[str, float]]:
     """Check and complete a ``state_shift`` parameter (class -> shared cell type -> shifted fraction).
 
-    Parameters
-    ----------
-    owner
-        The parameter class's name, for error messages.
-    classes
-        The cohort's classes.
-    cell_types
-        The shared cell types a shift may name.
-    given
-        The parameter as configured; None: ``builtin`` restricted to ``classes``; ``{}``: none.
-    builtin
-        The simulator's built-in defaults.
+    ``owner``, ``classes``, ``given`` and ``builtin`` are as in :func:`resolve_disease_only`; ``cell_types`` are
+    the shared cell types a shift may name.
 
     Returns
     -------
@@ -215,6 +207,134 @@ def resolve_state_shift(
     return out
 
 
+@dataclass
+class SimParams:
+    """Parameters every simulator has; a simulator's parameters subclass it, adding its own and its defaults.
+
+    On construction the values are checked (:func:`check_params`: one error naming every invalid value, the
+    subclass's :meth:`_own_checks` included), and ``disease_only`` and ``state_shift`` are resolved against the
+    simulator's built-in defaults (:func:`resolve_disease_only`, :func:`resolve_state_shift`).
+
+    Attributes
+    ----------
+    classes
+        Class labels, in the order patients are generated (stored as a tuple of strings).
+    concentration
+        Dirichlet concentration of a patient's cell-type proportions around its class mean (smaller: more
+        heterogeneous patients within a class).
+    state_shift_magnitude
+        Size of the shift of a shifted instance (its unit is the simulator's).
+    n_patients_per_class
+        Patients per class.
+    class_proportions
+        Class -> mean proportions over the shared cell types (:meth:`shared_cell_types`; positive values,
+        normalised to sum 1). None: the simulator's built-in means (see its ``class_mean_proportions``).
+    disease_only
+        Class -> mean fraction of its patients' instances in its own disease-only cell type ``{class}_only``
+        (absent from every other class). None: :attr:`BUILTIN_DISEASE_ONLY` (for the classes present);
+        ``{}``: none.
+    state_shift
+        Class -> shared cell type -> fraction of that type's instances in the shifted sub-state, in every
+        patient of the class. None: :attr:`BUILTIN_STATE_SHIFT` (for the classes and cell types present);
+        ``{}``: none.
+    seed
+        Seed of the patients and their instances.
+    cohort
+        Cohort name (``target`` or ``external``).
+    patient_prefix
+        Patient ids are ``{patient_prefix}{index:03d}``.
+    """
+
+    classes: tuple[str, ...]
+    concentration: float
+    state_shift_magnitude: float
+    n_patients_per_class: int = 12
+    class_proportions: dict[str, list[float]] | None = None
+    disease_only: dict[str, float] | None = None
+    state_shift: dict[str, dict[str, float]] | None = None
+    seed: int = 0
+    cohort: str = "target"
+    patient_prefix: str = "P"
+
+    BUILTIN_DISEASE_ONLY: ClassVar[Mapping[str, float]] = {}
+    """The simulator's built-in ``disease_only`` (keyed by known class names)."""
+    BUILTIN_STATE_SHIFT: ClassVar[Mapping[str, Mapping[str, float]]] = {}
+    """The simulator's built-in ``state_shift`` (keyed by known class names)."""
+    SHARED_CELL_TYPES: ClassVar[tuple[str, ...]] = ()
+    """The simulator's shared cell types, unless :meth:`shared_cell_types` derives them from other fields."""
+
+    def shared_cell_types(self) -> Sequence[str]:
+        """Return the cell types every class has (those ``class_proportions`` and ``state_shift`` refer to)."""
+        return self.SHARED_CELL_TYPES
+
+    def cell_states(self, base_means: Mapping[str, np.ndarray]) -> CellStates:
+        """Return the cohort's cell states: :func:`cell_states` of the shared cell types' class means ``base_means``."""
+        return cell_states(self.shared_cell_types(), base_means, self.disease_only, self.state_shift)
+
+    def _own_checks(self) -> dict[str, bool]:
+        """Return the simulator's own fields -> whether each value is valid."""
+        return {}
+
+    def __post_init__(self) -> None:
+        check_params(
+            self,
+            {
+                "n_patients_per_class": self.n_patients_per_class >= 1,
+                "concentration": self.concentration > 0,
+                "state_shift_magnitude": self.state_shift_magnitude >= 0,
+                "cohort": bool(self.cohort),
+                **self._own_checks(),
+            },
+        )
+        owner, shared = type(self).__name__, self.shared_cell_types()
+        self.disease_only = resolve_disease_only(owner, self.classes, self.disease_only, self.BUILTIN_DISEASE_ONLY)
+        builtin = {c: {t: f for t, f in v.items() if t in shared} for c, v in self.BUILTIN_STATE_SHIFT.items()}
+        self.state_shift = resolve_state_shift(
+            owner, self.classes, shared, self.state_shift, {c: v for c, v in builtin.items() if v}
+        )
+
+
+def lookup_class_means(params: SimParams, builtin: Mapping[str, Sequence[float]]) -> dict[str, np.ndarray]:
+    """Mean proportions of every class over its shared cell types: its ``class_proportions`` or ``builtin`` ones.
+
+    Parameters
+    ----------
+    params
+        A simulator's parameters.
+    builtin
+        The simulator's built-in means (keyed by known class names).
+
+    Returns
+    -------
+    dict[str, numpy.ndarray]
+        Class -> float64 vector over ``params.shared_cell_types()`` summing to 1.
+
+    Raises
+    ------
+    ValueError
+        If a class has no proportions (neither given nor built in), or they are not one positive finite value
+        per shared cell type.
+    """
+    types = list(params.shared_cell_types())
+    given = params.class_proportions or {}
+    out = {}
+    for c in params.classes:
+        if c in given:
+            raw = given[c]
+        elif c in builtin:
+            raw = builtin[c]
+        else:
+            known = sorted(builtin)
+            raise ValueError(f"class {c!r} has no built-in proportions ({known}): give class_proportions[{c!r}]")
+        p = np.asarray(raw, dtype=np.float64)
+        if p.shape != (len(types),) or not np.all(np.isfinite(p)) or np.any(p <= 0):
+            raise ValueError(
+                f"class_proportions[{c!r}] must be {len(types)} positive finite values (over {types}), got {raw}"
+            )
+        out[c] = p / p.sum()
+    return out
+
+
 def restrict_to_classes(mapping: Mapping[str, object], classes: Sequence[str]) -> dict[str, object]:
     """Keep the entries of a per-class mapping whose class is in ``classes`` (an external cohort's subset)."""
     return {c: v for c, v in mapping.items() if c in classes}
@@ -235,9 +355,31 @@ def external_cohort_params(
 ) -> P:
     """Return an external cohort's parameters: a target cohort's, restricted to ``classes``, with its own patients.
 
-    Every simulator builds its external cohort so: the per-class fields ``per_class`` keep only the external
-    classes, the seed moves by ``seed_offset``, ids take ``patient_prefix`` and ``shift`` sets the cohort's own
-    difference (batch, instrument, stain).
+    Every simulator builds its external cohort so (its ``external_*params`` function sets the defaults and the
+    cohort's difference): everything not named here is the target's (cell types, class means, concentration,
+    bag sizes, patient-effect sds).
+
+    Parameters
+    ----------
+    params
+        The target cohort's parameters.
+    classes
+        Classes present in the external cohort.
+    n_patients_per_class
+        Patients per class in the external cohort.
+    seed_offset
+        Added to ``params.seed``.
+    patient_prefix
+        The external patients' id prefix.
+    per_class
+        Per-class fields (class -> value) restricted to ``classes``.
+    shift
+        The fields that make the cohort's own difference (batch, instrument, stain).
+
+    Returns
+    -------
+    P
+        Parameters of ``params``'s type, with ``cohort="external"``.
     """
     restricted = {f: restrict_to_classes(getattr(params, f) or {}, classes) for f in per_class}
     return replace(

@@ -44,14 +44,12 @@ from recipe_mil.seeds import derive_seed
 from recipe_mil.simulate.common import (
     STATES,
     CellStates,
-    cell_states,
-    check_params,
+    SimParams,
     cohort_design,
     draw_bag_size,
     draw_instances,
     external_cohort_params,
-    resolve_disease_only,
-    resolve_state_shift,
+    lookup_class_means,
     state_truth,
 )
 
@@ -70,15 +68,17 @@ _TYPE_BATCH_FRACTION = 0.25  # per-cell-type batch shift, relative to batch_shif
 
 
 @dataclass
-class ScrnaSimParams:
+class ScrnaSimParams(SimParams):
     """Parameters of a simulated scRNA-seq cohort.
+
+    Those every simulator has are described in :class:`~recipe_mil.simulate.common.SimParams`: here the cell
+    types are gene programs (:func:`cell_type_names`; built-in class means: :func:`class_mean_proportions`),
+    the instances are cells, ``state_shift_magnitude`` is the natural-log fold by which a shifted cell's state
+    genes (``n_markers_per_type`` genes, not the type's markers, one set per cell type) exceed the baseline
+    state, ``seed`` also draws the counts and the batch effect, and ``cohort`` is stored in ``obs["cohort"]``.
 
     Attributes
     ----------
-    classes
-        Class labels, in the order patients are generated.
-    n_patients_per_class
-        Patients per class.
     n_cell_types
         Number of cell types (gene programs).
     n_genes
@@ -91,12 +91,6 @@ class ScrnaSimParams:
         Normal model of a patient's bag size (rounded).
     min_cells_per_patient
         Bag sizes are clipped to at least this many cells.
-    concentration
-        Dirichlet concentration of a patient's cell-type proportions around its class mean
-        (smaller: more heterogeneous patients within a class).
-    class_proportions
-        Mean cell-type proportions per class (``n_cell_types`` positive values, normalised
-        to sum 1). None: built-in defaults, see :func:`class_mean_proportions`.
     dispersion
         Negative binomial size parameter (larger: closer to Poisson).
     library_size_mean
@@ -104,36 +98,20 @@ class ScrnaSimParams:
     program_seed
         Seed of the gene programs (the cell types' mean expression), shared by the target
         and the external cohort.
-    seed
-        Seed of the patients, cells, counts and batch effect.
-    cohort
-        Cohort name stored in ``obs["cohort"]`` (``target`` or ``external``).
-    patient_prefix
-        Patient ids are ``{patient_prefix}{index:03d}``.
     batch_shift
         Sd of a per-gene shift of the log means (the external cohort's "other batch");
         a per-cell-type shift with a quarter of that sd is added on top. 0: no batch effect.
     proportion_shift
         With the built-in class means: the mass a disease class moves onto its cell type(s),
         taken from the other types proportionally (see :func:`class_mean_proportions`).
-    disease_only
-        Class -> mean fraction of its patients' cells in its own disease-only cell type
-        ``{class}_only`` (absent from every other class). None: the built-in
-        ``{"disease_b": 0.05}`` (for the classes present); ``{}``: none.
-    state_shift
-        Class -> shared cell type -> fraction of that type's cells in the shifted sub-state, in
-        every patient of the class. None: the built-in ``{"disease_a": {"type_0": 0.4}}``;
-        ``{}``: none.
-    state_shift_magnitude
-        Natural-log fold by which a shifted cell's state genes (``n_markers_per_type`` genes,
-        not the type's markers, one set per cell type) exceed the baseline state.
     patient_effect_sd
         Sd of every patient's per-gene offset of the log means (sample handling, ambient RNA,
         processing batch), shared by all its cells. 0: none.
     """
 
     classes: tuple[str, ...] = ("healthy", "disease_a", "disease_b")
-    n_patients_per_class: int = 12
+    concentration: float = 20.0
+    state_shift_magnitude: float = 1.0
     n_cell_types: int = 6
     n_genes: int = 600
     n_markers_per_type: int = 25
@@ -141,51 +119,34 @@ class ScrnaSimParams:
     cells_per_patient_mean: float = 300
     cells_per_patient_sd: float = 80
     min_cells_per_patient: int = 80
-    concentration: float = 20.0
-    class_proportions: dict[str, list[float]] | None = None
     dispersion: float = 5.0
     library_size_mean: float = 2000
     program_seed: int = 0
-    seed: int = 0
-    cohort: str = "target"
-    patient_prefix: str = "P"
     batch_shift: float = 0.0
     proportion_shift: float = 0.25
-    disease_only: dict[str, float] | None = None
-    state_shift: dict[str, dict[str, float]] | None = None
-    state_shift_magnitude: float = 1.0
     patient_effect_sd: float = 0.1
 
-    def __post_init__(self) -> None:
-        check_params(
-            self,
-            {
-                "n_patients_per_class": self.n_patients_per_class >= 1,
-                "n_cell_types": self.n_cell_types >= 1,
-                "n_genes": self.n_genes >= 1,
-                "n_markers_per_type": 0 <= self.n_markers_per_type <= self.n_genes,
-                "cells_per_patient_mean": self.cells_per_patient_mean > 0,
-                "cells_per_patient_sd": self.cells_per_patient_sd >= 0,
-                "min_cells_per_patient": self.min_cells_per_patient >= 1,
-                "concentration": self.concentration > 0,
-                "dispersion": self.dispersion > 0,
-                "library_size_mean": self.library_size_mean > 0,
-                "batch_shift": self.batch_shift >= 0,
-                "proportion_shift": 0 <= self.proportion_shift < 1,
-                "state_shift_magnitude": self.state_shift_magnitude >= 0,
-                "patient_effect_sd": self.patient_effect_sd >= 0,
-            },
-        )
-        if not self.cohort:
-            raise ValueError("ScrnaSimParams: cohort must not be empty")
-        shared = cell_type_names(self.n_cell_types)
-        builtin_shift = {c: {t: f for t, f in v.items() if t in shared} for c, v in _DEFAULT_STATE_SHIFT.items()}
-        self.disease_only = resolve_disease_only(
-            "ScrnaSimParams", self.classes, self.disease_only, _DEFAULT_DISEASE_ONLY
-        )
-        self.state_shift = resolve_state_shift(
-            "ScrnaSimParams", self.classes, shared, self.state_shift, {c: v for c, v in builtin_shift.items() if v}
-        )
+    BUILTIN_DISEASE_ONLY = _DEFAULT_DISEASE_ONLY
+    BUILTIN_STATE_SHIFT = _DEFAULT_STATE_SHIFT
+
+    def shared_cell_types(self) -> list[str]:
+        """Return the names of the ``n_cell_types`` gene programs (:func:`cell_type_names`)."""
+        return cell_type_names(self.n_cell_types)
+
+    def _own_checks(self) -> dict[str, bool]:
+        return {
+            "n_cell_types": self.n_cell_types >= 1,
+            "n_genes": self.n_genes >= 1,
+            "n_markers_per_type": 0 <= self.n_markers_per_type <= self.n_genes,
+            "cells_per_patient_mean": self.cells_per_patient_mean > 0,
+            "cells_per_patient_sd": self.cells_per_patient_sd >= 0,
+            "min_cells_per_patient": self.min_cells_per_patient >= 1,
+            "dispersion": self.dispersion > 0,
+            "library_size_mean": self.library_size_mean > 0,
+            "batch_shift": self.batch_shift >= 0,
+            "proportion_shift": 0 <= self.proportion_shift < 1,
+            "patient_effect_sd": self.patient_effect_sd >= 0,
+        }
 
 
 def cell_type_names(n_cell_types: int) -> list[str]:
@@ -229,9 +190,10 @@ def _reference_proportions(n_cell_types: int, program_seed: int) -> np.ndarray:
 
 
 def class_mean_proportions(params: ScrnaSimParams) -> dict[str, np.ndarray]:
-    """Mean cell-type proportions of every class (the Dirichlet means).
+    """Mean cell-type proportions of every class over its ``n_cell_types`` shared types (the Dirichlet means).
 
-    With ``params.class_proportions`` set, those values (normalised). Otherwise the
+    Class -> float64 vector summing to 1. With ``params.class_proportions`` set, those values (normalised; every
+    class needs an entry; see :func:`~recipe_mil.simulate.common.lookup_class_means`). Otherwise the
     built-in defaults: ``healthy`` is ``[0.30, 0.25, 0.20, 0.13, 0.08, 0.04]`` for six cell
     types; ``disease_a`` and ``disease_b`` move ``proportion_shift`` (0.25) of mass onto
     ``type_4`` and ``type_5`` respectively, taken from the other types proportionally. For other class names or
@@ -239,18 +201,8 @@ def class_mean_proportions(params: ScrnaSimParams) -> dict[str, np.ndarray]:
     and the class name (so a class has the same mean in every cohort): the reference
     is a sorted Dirichlet draw, and each class other than ``healthy`` moves
     ``proportion_shift`` of mass onto one or two of the rarer half of the cell types.
-    These are the means over the shared cell types; a class with a disease-only cell type
-    scales them by ``1 - disease_only[class]`` (see :func:`recipe_mil.simulate.common.cell_states`).
-
-    Parameters
-    ----------
-    params
-        Simulation parameters.
-
-    Returns
-    -------
-    dict[str, numpy.ndarray]
-        Class -> float64 vector of length ``n_cell_types`` summing to 1.
+    A class with a disease-only cell type scales these means by ``1 - disease_only[class]``
+    (see :func:`recipe_mil.simulate.common.cell_states`).
 
     Raises
     ------
@@ -262,15 +214,7 @@ def class_mean_proportions(params: ScrnaSimParams) -> dict[str, np.ndarray]:
         missing = [c for c in params.classes if c not in params.class_proportions]
         if missing:
             raise ValueError(f"class_proportions has no entry for class(es) {missing}")
-        out = {}
-        for c in params.classes:
-            p = np.asarray(params.class_proportions[c], dtype=np.float64)
-            if p.shape != (k,) or not np.all(np.isfinite(p)) or np.any(p <= 0):
-                raise ValueError(
-                    f"class_proportions[{c!r}] must be {k} positive finite values, got {params.class_proportions[c]}"
-                )
-            out[c] = p / p.sum()
-        return out
+        return lookup_class_means(params, {})
     base = _reference_proportions(k, params.program_seed)
     out = {}
     for c in params.classes:
@@ -361,9 +305,7 @@ def simulate_scrna_cohort(params: ScrnaSimParams) -> ad.AnnData:
         :func:`cohort_design`.
     """
     design = cohort_design(params)
-    states = cell_states(
-        cell_type_names(params.n_cell_types), class_mean_proportions(params), params.disease_only, params.state_shift
-    )
+    states = params.cell_states(class_mean_proportions(params))
     gene_ids = [f"gene_{i:04d}" for i in range(params.n_genes)]
     log_means, markers, state_genes = _gene_programs(params, states)
     if params.batch_shift > 0:
@@ -449,29 +391,10 @@ def external_params(
     batch_shift: float = 0.5,
     seed_offset: int = 1000,
 ) -> ScrnaSimParams:
-    """Parameters of an external cohort matching a target cohort.
+    """Parameters of an external cohort from another batch (see :func:`external_cohort_params`).
 
-    The external cohort shares the gene programs (``program_seed``), the class means, the
-    disease-only types and state shifts of its classes and the patient-effect sd, but has its
-    own patients (``seed + seed_offset``), a batch effect and ids ``E000``...
-
-    Parameters
-    ----------
-    params
-        The target cohort's parameters.
-    classes
-        Classes present in the external cohort.
-    n_patients_per_class
-        Patients per class in the external cohort.
-    batch_shift
-        Sd of the external cohort's per-gene log-scale shift.
-    seed_offset
-        Added to ``params.seed``.
-
-    Returns
-    -------
-    ScrnaSimParams
-        With ``cohort="external"`` and ``patient_prefix="E"``.
+    The gene programs depend on ``program_seed`` only, so it has the target's cell types (disease-only and state
+    programs included); ``batch_shift`` is the sd of its per-gene log-scale shift. Patient ids ``E000``...
     """
     return external_cohort_params(
         params, classes, n_patients_per_class, seed_offset=seed_offset, patient_prefix="E", batch_shift=batch_shift

@@ -137,7 +137,7 @@ def read_compensation_csv(path: str | os.PathLike[str]) -> tuple[list[str], np.n
     Raises
     ------
     FlowFileError
-        If the file is missing or not a square numeric matrix.
+        If the file is missing or unreadable, or its values are not a square numeric matrix.
     """
     p = Path(path)
     if not p.is_file():

@@ -31,7 +31,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -110,7 +110,7 @@ class FlowEmbedParams:
     max_events
         Events kept per file after QC (seeded subsample without replacement); None keeps all.
     seed
-        Base seed of the subsample (combined with the file name, see :func:`embed_flow_file`).
+        Base seed of the subsample (combined with the file name, see :func:`embed_flow_events`).
     drop_saturated
         Drop events at or above ``$PnR - 1`` on any channel used (a feature, or a compensation
         channel that enters a feature); other channels (a width, say) are not looked at.
@@ -198,9 +198,9 @@ class FlowEmbedding:
     Attributes
     ----------
     features
-        Float32 array (n_kept x d).
+        Float32 array (n_kept x d), d = ``len(feature_names)`` or the PCA's components.
     event_ids
-        Int64 indices of the kept events in the original file.
+        Int64 indices of the kept events in the original file (sorted).
     feature_names
         Names of the columns (before PCA).
     channels
@@ -369,7 +369,12 @@ def embed_flow_events(
     seed_key: str | None = None,
     dataset: int | None = None,
 ) -> FlowEmbedding:
-    """Embed one FCS file and report how (see :func:`embed_flow_file`).
+    """Embed the events of one FCS file and report how.
+
+    Read, match ``features`` to channels, QC (non-finite, saturated, time, scatter gate) on the
+    raw values, subsample to ``params.max_events`` (seed ``derive_seed(params.seed,
+    "flow-subsample", seed_key or file name)``), compensate, transform and scale (see
+    :class:`FlowEmbedParams`; by default a fixed per-channel scaling, no data statistic).
 
     Parameters
     ----------
@@ -378,7 +383,7 @@ def embed_flow_events(
     params
         Embedding options.
     features
-        Feature names, e.g. from :func:`~recipe_mil.embed.flow.panel.resolve_panel`.
+        Feature names, e.g. from :func:`~recipe_mil.embed.flow.panel.resolve_panel`, in the order wanted.
     seed_key
         Identifies the file in the subsample's seed; default the file name.
     dataset
@@ -389,6 +394,11 @@ def embed_flow_events(
     -------
     FlowEmbedding
         Features, original event indices and the QC report.
+
+    Raises
+    ------
+    FlowFileError
+        If the file is unreadable or inconsistent, lacks a feature, or no event passes QC.
     """
     if not features:
         raise ValueError("embed_flow_file: no features given")
@@ -440,46 +450,10 @@ def embed_flow_events(
 
 
 def embed_flow_file(
-    path: str | os.PathLike[str],
-    params: FlowEmbedParams,
-    *,
-    features: list[str],
-    seed_key: str | None = None,
-    dataset: int | None = None,
+    path: str | os.PathLike[str], params: FlowEmbedParams, **options: Any
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embed the events of one FCS file.
-
-    Read, match ``features`` to channels, QC (non-finite, saturated, time, scatter gate) on the
-    raw values, subsample to ``params.max_events`` (seed ``derive_seed(params.seed,
-    "flow-subsample", seed_key or file name)``), compensate, transform and scale (see
-    :class:`FlowEmbedParams`; by default a fixed per-channel scaling, no data statistic).
-
-    Parameters
-    ----------
-    path
-        The FCS file.
-    params
-        Embedding options.
-    features
-        Feature names, e.g. from :func:`resolve_panel`, in the order wanted.
-    seed_key
-        Identifies the file in the subsample's seed; default the file name.
-    dataset
-        The data set to read, for files holding several.
-
-    Returns
-    -------
-    features
-        Float32 array (n_kept x d), d = ``len(features)`` (or the PCA's components).
-    instance_ids
-        Int64 indices of the kept events in the original file (sorted).
-
-    Raises
-    ------
-    FlowFileError
-        If the file is unreadable or inconsistent, lacks a feature, or no event passes QC.
-    """
-    emb = embed_flow_events(path, params, features=features, seed_key=seed_key, dataset=dataset)
+    """Return :func:`embed_flow_events`'s features and event indices only (same parameters and errors)."""
+    emb = embed_flow_events(path, params, **options)
     return emb.features, emb.event_ids
 
 
@@ -494,32 +468,17 @@ def write_flow_bag(
     dataset: int | None = None,
     truth: pd.DataFrame | None = None,
 ) -> None:
-    """Embed one FCS file and write its bag (bag format: ``recipe_mil.io.bags``).
+    """Embed one FCS file (:func:`embed_flow_events`) and write its bag with :func:`~recipe_mil.io.bags.write_bag`.
 
-    Parameters
-    ----------
-    fcs_path
-        The patient's FCS file.
-    bag_path
-        The ``.h5`` bag to write (atomically).
-    patient, label
-        Stored as attributes; ``patient`` also seeds the subsample.
-    params
-        Embedding options; the encoder is ``flow-<transform>``.
-    features
-        Feature names, e.g. from :func:`~recipe_mil.embed.flow.panel.resolve_panel` (the same
-        for every patient).
-    dataset
-        The data set to read, for files holding several (the sample sheet's ``dataset``).
-    truth
-        Simulated data: the file's per-event truth indexed by event index
-        (:func:`recipe_mil.simulate.flow.event_truth`), stored for the kept events as
-        ``truth_{column}`` datasets; None for real data.
+    ``patient`` also seeds the subsample, ``features`` are the same for every patient and ``dataset`` is the
+    sample sheet's; the encoder is ``flow-<transform>``. ``truth`` is the file's per-event truth of simulated
+    data (:func:`recipe_mil.simulate.flow.event_truth`, see :func:`~recipe_mil.io.bags.instance_truth`), None
+    for real data.
 
     Raises
     ------
     FlowFileError
-        As :func:`embed_flow_file`.
+        As :func:`embed_flow_events`.
     """
     emb = embed_flow_events(fcs_path, params, features=features, seed_key=str(patient), dataset=dataset)
     ids = [str(i) for i in emb.event_ids]

@@ -132,29 +132,12 @@ def write_image_bag(
     encoder: Encoder | None = None,
     truth: pd.DataFrame | None = None,
 ) -> int:
-    """Embed one patient's folder and write its bag file (docs/method.md §9).
+    """Embed one patient's folder of crops and write its bag file (docs/method.md §9); return its crop count.
 
-    Parameters
-    ----------
-    folder
-        The patient's folder of crops.
-    bag_path
-        Destination ``.h5`` (written atomically).
-    patient, label
-        Stored as bag attributes.
-    params
-        Embedding options.
-    encoder
-        A loaded encoder to reuse; None loads ``params.encoder``.
-    truth
-        Simulated data: the patient's per-crop truth indexed by file name
-        (:func:`recipe_mil.simulate.image.crop_truth`), stored as ``truth_{column}``
-        datasets; None for real data.
-
-    Returns
-    -------
-    int
-        Number of instances written.
+    The bag is written by :func:`~recipe_mil.io.bags.write_bag`: ``bag_path``, ``patient`` and ``label`` go
+    there, and so does ``truth``, the per-crop truth of simulated data indexed by file name
+    (:func:`recipe_mil.simulate.image.crop_truth`; None for real data). ``encoder`` is a loaded encoder to
+    reuse; None loads ``params.encoder``.
     """
     enc = encoder if encoder is not None else load_encoder(params)
     features, ids = enc.embed_folder(folder, strict=params.strict)

@@ -13,7 +13,6 @@ import pandas as pd
 from recipe_mil.io.atomic import atomic_path
 from recipe_mil.seeds import derive_seed
 from recipe_mil.simulate.common import (
-    cell_states,
     cohort_design,
     draw_bag_size,
     draw_instances,
@@ -55,7 +54,7 @@ def simulate_flow_cohort(params: FlowSimParams, out_dir: str | os.PathLike[str])
     """
     out = Path(out_dir)
     design = cohort_design(params)
-    states = cell_states(POPULATIONS, class_mean_proportions(params), params.disease_only, params.state_shift)
+    states = params.cell_states(class_mean_proportions(params))
     names = [*states.cell_types, DEBRIS]
     pnn, pns = _channels(params.instrument)
     detectors, spill = spillover_matrix(params.instrument)
@@ -140,28 +139,10 @@ def external_flow_params(
     intensity_shift_sd: float = 0.1,
     seed_offset: int = 1000,
 ) -> FlowSimParams:
-    """Parameters of an external cohort from a different instrument.
+    """Parameters of an external cohort from another instrument (see :func:`external_cohort_params`).
 
-    Parameters
-    ----------
-    params
-        The target cohort's parameters (class means, concentration, event counts, patient-effect
-        sd, and the disease-only populations and state shifts of ``classes`` are kept).
-    classes
-        Classes present in the external cohort.
-    n_patients_per_class
-        Patients per class.
-    instrument
-        The external instrument (different channel names, spillover and keywords).
-    intensity_shift_sd
-        Sd of its per-channel log10 intensity shift.
-    seed_offset
-        Added to ``params.seed``.
-
-    Returns
-    -------
-    FlowSimParams
-        With ``cohort="external"`` and ``patient_prefix="X"``.
+    ``instrument`` is its instrument (other channel names, spillover and keywords) and ``intensity_shift_sd`` the
+    sd of its per-channel log10 intensity shift. Patient ids ``X000``...
     """
     return external_cohort_params(
         params,

@@ -40,41 +40,20 @@ def _event_codes(out_dir: str | os.PathLike[str], key: str) -> np.ndarray:
 
 
 def event_populations(out_dir: str | os.PathLike[str], patient: str) -> np.ndarray:
-    """Return the population of every event of one simulated patient, in file order.
+    """Return the population of every event of a simulated patient, in file order (parameters: :func:`event_truth`).
 
-    Parameters
-    ----------
-    out_dir
-        The cohort's folder.
-    patient
-        Patient id.
-
-    Returns
-    -------
-    numpy.ndarray
-        Strings from the truth's ``event_labels`` (:data:`POPULATIONS`, disease-only
-        populations, ``"debris"``), one per event in the FCS file.
+    One string per event in the FCS file, from the truth's ``event_labels`` (:data:`POPULATIONS`, disease-only
+    populations, ``"debris"``).
     """
     labels = np.array(read_flow_truth(out_dir)["event_labels"], dtype=object)
     return labels[_event_codes(out_dir, patient)]
 
 
 def event_states(out_dir: str | os.PathLike[str], patient: str) -> np.ndarray:
-    """Return the state (:data:`~recipe_mil.simulate.common.STATES`) of every event, in file order.
+    """Return the state of every event of a simulated patient, in file order (parameters: :func:`event_truth`).
 
-    Debris events are ``baseline``.
-
-    Parameters
-    ----------
-    out_dir
-        The cohort's folder.
-    patient
-        Patient id.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``baseline``, ``shifted`` or ``disease_only``, one per event in the FCS file.
+    One of :data:`~recipe_mil.simulate.common.STATES` (``baseline``, ``shifted``, ``disease_only``) per event in
+    the FCS file; debris events are ``baseline``.
     """
     return np.array(STATES, dtype=object)[_event_codes(out_dir, f"{patient}.state")]
 

@@ -17,7 +17,6 @@ from recipe_mil.io.tables import write_tsv
 from recipe_mil.seeds import derive_seed
 from recipe_mil.simulate.common import (
     STATES,
-    cell_states,
     cohort_design,
     draw_bag_size,
     draw_instances,
@@ -83,7 +82,7 @@ def simulate_patient_images(params: ImageSimParams, patient: str, label: str) ->
         The crops, each crop's cell type and state, the drawn proportions and the patient's
         effects.
     """
-    states = cell_states(CELL_TYPES, class_mean_proportions(params), params.disease_only, params.state_shift)
+    states = params.cell_states(class_mean_proportions(params))
     if label not in states.means:
         raise ValueError(f"label {label!r} is not one of the classes {list(params.classes)}")
     erng = np.random.default_rng(derive_seed(params.seed, "image-patient-effect", params.cohort, patient))
@@ -172,7 +171,7 @@ def simulate_image_cohort(params: ImageSimParams, out_dir: str | os.PathLike[str
     """
     out = Path(out_dir)
     design = cohort_design(params)
-    states = cell_states(CELL_TYPES, class_mean_proportions(params), params.disease_only, params.state_shift)
+    states = params.cell_states(class_mean_proportions(params))
     ext = _FORMATS[params.image_format][1]
     rows: list[dict[str, str]] = []
     drawn: dict[str, list[float]] = {}
@@ -236,29 +235,10 @@ def external_image_params(
     stain_shift: float = 1.0,
     seed_offset: int = 1000,
 ) -> ImageSimParams:
-    """Parameters of an external cohort matching a target cohort.
+    """Parameters of an external cohort stained differently (see :func:`external_cohort_params`).
 
-    The external cohort shares the cell types, the class means, the disease-only types and
-    state shifts of its classes and the patient-effect sds, but has its own patients
-    (``seed + seed_offset``), a stain shift and ids ``E000``...
-
-    Parameters
-    ----------
-    params
-        The target cohort's parameters.
-    classes
-        Classes present in the external cohort (``healthy`` by default).
-    n_patients_per_class
-        Patients per class in the external cohort.
-    stain_shift
-        The external cohort's stain shift (see :class:`ImageSimParams`).
-    seed_offset
-        Added to ``params.seed``.
-
-    Returns
-    -------
-    ImageSimParams
-        With ``cohort="external"`` and ``patient_prefix="E"``.
+    ``stain_shift`` is its stain shift (see :class:`ImageSimParams`); by default it has ``healthy`` patients only.
+    Patient ids ``E000``...
     """
     return external_cohort_params(
         params,

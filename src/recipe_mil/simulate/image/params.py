@@ -6,11 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recipe_mil.simulate.common import (
-    check_params,
-    resolve_disease_only,
-    resolve_state_shift,
-)
+from recipe_mil.simulate.common import SimParams, lookup_class_means
 
 CELL_TYPES: tuple[str, ...] = ("neutrophil", "lymphocyte", "monocyte", "myeloblast", "eosinophil")
 """The simulated white-cell types, in the order of every proportion vector."""
@@ -52,27 +48,25 @@ DEFAULT_CLASS_PROPORTIONS: dict[str, tuple[float, ...]] = {
 
 
 @dataclass
-class ImageSimParams:
+class ImageSimParams(SimParams):
     """Parameters of a simulated blood-smear cohort.
+
+    Those every simulator has are described in :class:`~recipe_mil.simulate.common.SimParams`: here the cell
+    types are :data:`CELL_TYPES` (known class names ``healthy``, ``aml``, ``eosinophilia`` and ``low_blast``
+    have built-in means, :data:`DEFAULT_CLASS_PROPORTIONS`), the instances are crops and
+    ``state_shift_magnitude`` is the size of the shift per unit of :data:`STATE_SHIFT_DIRECTIONS` (0.5: a
+    reactive lymphocyte's radius x e^0.5 = 1.65); ``seed`` also seeds the rendering.
 
     Attributes
     ----------
-    classes
-        Class labels, in the order patients are generated. Known names (``healthy``,
-        ``aml``, ``eosinophilia``, ``low_blast``) have built-in proportions; any other
-        name needs ``class_proportions``.
-    n_patients_per_class
-        Patients per class.
+    disease_only_morphology
+        Class -> the morphology of its disease-only type, one of
+        :data:`DISEASE_ONLY_MORPHOLOGIES`. Classes not listed: ``aml`` abnormal promyelocytes,
+        any other ``smudge_cell``.
     crops_per_patient_mean, crops_per_patient_sd
         Normal model of a patient's number of crops (rounded).
     min_crops_per_patient, max_crops_per_patient
         Crop numbers are clipped to this range.
-    concentration
-        Dirichlet concentration of a patient's cell-type proportions around its class
-        mean (smaller: more heterogeneous patients within a class).
-    class_proportions
-        Mean proportions over :data:`CELL_TYPES` per class (five positive values,
-        normalised to sum 1). None: :data:`DEFAULT_CLASS_PROPORTIONS`.
     image_size
         Side of the square RGB crops (px). The cell geometry scales with it.
     size_jitter
@@ -86,89 +80,55 @@ class ImageSimParams:
     stain_shift
         Cohort-wide stain shift (0: none; 1: red-channel absorbance x1.28, blue x0.78,
         yellower background).
-    disease_only
-        Class -> mean fraction of its patients' crops showing its own disease-only cell type
-        ``{class}_only``. None: the built-in ``{"aml": 0.04}`` (for the classes present);
-        ``{}``: none.
-    disease_only_morphology
-        Class -> the morphology of its disease-only type, one of
-        :data:`DISEASE_ONLY_MORPHOLOGIES`. Classes not listed: ``aml`` abnormal promyelocytes,
-        any other ``smudge_cell``.
-    state_shift
-        Class -> shared cell type -> fraction of that type's crops in the shifted sub-state.
-        None: the built-in ``{"aml": {"neutrophil": 0.3}, "eosinophilia": {"lymphocyte": 0.3}}``;
-        ``{}``: none.
-    state_shift_magnitude
-        Size of the shift per unit of :data:`STATE_SHIFT_DIRECTIONS` (0.5: a reactive
-        lymphocyte's radius x e^0.5 = 1.65).
     rbc_mean
         Mean number of red blood cells per crop (Poisson).
     noise_sd
         Sd of the pixel noise (intensity, 0-255 scale).
     image_format
         ``"png"``, ``"jpeg"`` or ``"tiff"``.
-    seed
-        Seed of the patients, cells and rendering.
-    cohort
-        Cohort name (``target`` or ``external``).
-    patient_prefix
-        Patient ids are ``{patient_prefix}{index:03d}``.
     """
 
     classes: tuple[str, ...] = ("healthy", "aml", "eosinophilia")
+    concentration: float = 10.0
+    state_shift_magnitude: float = 0.5
     n_patients_per_class: int = 10
+    disease_only_morphology: dict[str, str] | None = None
     crops_per_patient_mean: float = 60
     crops_per_patient_sd: float = 20
     min_crops_per_patient: int = 20
     max_crops_per_patient: int = 120
-    concentration: float = 10.0
-    class_proportions: dict[str, list[float]] | None = None
     image_size: int = 96
     size_jitter: float = 0.08
     patient_size_sd: float = 0.03
     stain_jitter: float = 0.05
     patient_stain_sd: float = 0.05
     stain_shift: float = 0.0
-    disease_only: dict[str, float] | None = None
-    disease_only_morphology: dict[str, str] | None = None
-    state_shift: dict[str, dict[str, float]] | None = None
-    state_shift_magnitude: float = 0.5
     rbc_mean: float = 2.5
     noise_sd: float = 2.0
     image_format: str = "png"
-    seed: int = 0
-    cohort: str = "target"
-    patient_prefix: str = "P"
+
+    BUILTIN_DISEASE_ONLY = _DEFAULT_DISEASE_ONLY
+    BUILTIN_STATE_SHIFT = _DEFAULT_STATE_SHIFT
+    SHARED_CELL_TYPES = CELL_TYPES
+
+    def _own_checks(self) -> dict[str, bool]:
+        return {
+            "crops_per_patient_mean": self.crops_per_patient_mean > 0,
+            "crops_per_patient_sd": self.crops_per_patient_sd >= 0,
+            "min_crops_per_patient": self.min_crops_per_patient >= 1,
+            "max_crops_per_patient": self.max_crops_per_patient >= self.min_crops_per_patient,
+            "image_size": self.image_size >= 48,
+            "size_jitter": self.size_jitter >= 0,
+            "patient_size_sd": self.patient_size_sd >= 0,
+            "stain_jitter": self.stain_jitter >= 0,
+            "patient_stain_sd": self.patient_stain_sd >= 0,
+            "rbc_mean": self.rbc_mean >= 0,
+            "noise_sd": self.noise_sd >= 0,
+            "image_format": self.image_format in _FORMATS,
+        }
 
     def __post_init__(self) -> None:
-        check_params(
-            self,
-            {
-                "n_patients_per_class": self.n_patients_per_class >= 1,
-                "crops_per_patient_mean": self.crops_per_patient_mean > 0,
-                "crops_per_patient_sd": self.crops_per_patient_sd >= 0,
-                "min_crops_per_patient": self.min_crops_per_patient >= 1,
-                "max_crops_per_patient": self.max_crops_per_patient >= self.min_crops_per_patient,
-                "concentration": self.concentration > 0,
-                "image_size": self.image_size >= 48,
-                "size_jitter": self.size_jitter >= 0,
-                "patient_size_sd": self.patient_size_sd >= 0,
-                "stain_jitter": self.stain_jitter >= 0,
-                "patient_stain_sd": self.patient_stain_sd >= 0,
-                "rbc_mean": self.rbc_mean >= 0,
-                "noise_sd": self.noise_sd >= 0,
-                "image_format": self.image_format in _FORMATS,
-                "state_shift_magnitude": self.state_shift_magnitude >= 0,
-            },
-        )
-        if not self.cohort:
-            raise ValueError("ImageSimParams: cohort must not be empty")
-        self.disease_only = resolve_disease_only(
-            "ImageSimParams", self.classes, self.disease_only, _DEFAULT_DISEASE_ONLY
-        )
-        self.state_shift = resolve_state_shift(
-            "ImageSimParams", self.classes, CELL_TYPES, self.state_shift, _DEFAULT_STATE_SHIFT
-        )
+        super().__post_init__()
         given = dict(self.disease_only_morphology or {})
         bad_morph = {c: m for c, m in given.items() if m not in DISEASE_ONLY_MORPHOLOGIES}
         if bad_morph:
@@ -176,7 +136,7 @@ class ImageSimParams:
                 f"ImageSimParams: disease_only_morphology {bad_morph}: choose from {list(DISEASE_ONLY_MORPHOLOGIES)}"
             )
         self.disease_only_morphology = {
-            c: given.get(c, _DEFAULT_DISEASE_ONLY_MORPHOLOGY.get(c, "smudge_cell")) for c in self.disease_only
+            c: given.get(c, _DEFAULT_DISEASE_ONLY_MORPHOLOGY.get(c, "smudge_cell")) for c in self.disease_only or {}
         }
 
 
@@ -184,39 +144,8 @@ _FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "tiff": ("TIFF", "
 
 
 def class_mean_proportions(params: ImageSimParams) -> dict[str, np.ndarray]:
-    """Mean cell-type proportions of every class (the Dirichlet means).
+    """Mean cell-type proportions of every class over :data:`CELL_TYPES` (the Dirichlet means).
 
-    Parameters
-    ----------
-    params
-        Simulation parameters.
-
-    Returns
-    -------
-    dict[str, numpy.ndarray]
-        Class -> float64 vector over :data:`CELL_TYPES` summing to 1.
-
-    Raises
-    ------
-    ValueError
-        If a class has no proportions (neither given nor built in), or they are not five
-        positive finite values.
+    See :func:`~recipe_mil.simulate.common.lookup_class_means`; built in: :data:`DEFAULT_CLASS_PROPORTIONS`.
     """
-    given = params.class_proportions or {}
-    out = {}
-    for c in params.classes:
-        if c in given:
-            raw = given[c]
-        elif c in DEFAULT_CLASS_PROPORTIONS:
-            raw = DEFAULT_CLASS_PROPORTIONS[c]
-        else:
-            known = sorted(DEFAULT_CLASS_PROPORTIONS)
-            raise ValueError(f"class {c!r} has no built-in proportions ({known}): give class_proportions[{c!r}]")
-        p = np.asarray(raw, dtype=np.float64)
-        if p.shape != (len(CELL_TYPES),) or not np.all(np.isfinite(p)) or np.any(p <= 0):
-            raise ValueError(
-                f"class_proportions[{c!r}] must be {len(CELL_TYPES)} positive finite values "
-                f"(over {list(CELL_TYPES)}), got {raw}"
-            )
-        out[c] = p / p.sum()
-    return out
+    return lookup_class_means(params, DEFAULT_CLASS_PROPORTIONS)
